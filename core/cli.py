@@ -1,0 +1,5 @@
+"""Placeholder replaced by the CLI work."""
+
+
+def main() -> None:
+    raise SystemExit(0)

@@ -1,0 +1,132 @@
+"""Every knob of chat-gateway, read once from the environment and `.env`.
+
+Only this module reads the environment. Build `Settings` once (the CLI does) and pass it down;
+tests build `Settings(_env_file=None, ...)` so a developer's `.env` cannot leak in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import ConfigError
+
+__all__ = ["REDIS_SCHEMES", "Settings", "load_settings"]
+
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel")
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+MemoryScope = Literal["user_channel", "channel", "thread"]
+
+
+def _require_url(value: str | None, schemes: tuple[str, ...], name: str) -> str | None:
+    if value is None or value == "":
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        raise ValueError(f"must be a URL starting with one of {', '.join(s + '://' for s in schemes)}")
+    if parts.scheme != "unix" and not parts.netloc:
+        raise ValueError(f"{name} needs a host, as in {schemes[0]}://host:port")
+    try:
+        parts.port  # noqa: B018 -- raises ValueError on a non-numeric port
+    except ValueError as exc:
+        raise ValueError("has a port that is not a number from 0 to 65535") from exc
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting, with its environment name in capitals (REDIS_URL, MAX_MESSAGES, ...)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True, case_sensitive=False
+    )
+
+    # Memory
+    redis_url: str | None = Field(None, description="Redis URL; unset = embedded SQLite store under DATA_DIR")
+    redis_timeout_seconds: float = Field(2.0, gt=0, description="Redis connect and command timeout")
+    redis_pool_size: int = Field(50, ge=1, description="Most Redis connections one process opens")
+    data_dir: Path = Field(Path("data"), description="Where the embedded store keeps its SQLite file")
+    key_prefix: str = Field("chat", min_length=1, pattern=r"^[^\s{}]+$", description="First part of every key")
+    max_messages: int = Field(50, ge=0, description="Messages kept per conversation; 0 = unlimited")
+    thread_ttl_seconds: int = Field(604800, ge=0, description="Idle conversations expire after this; 0 = never")
+    memory_scope: MemoryScope = Field("user_channel", description="user_channel, channel or thread")
+
+    # Model
+    openai_api_key: SecretStr | None = Field(None, description="API key; with no key and no base URL: offline model")
+    openai_base_url: str | None = Field(None, description="OpenAI-compatible server (Azure, Ollama, vLLM, ...)")
+    openai_model: str = Field("gpt-4o-mini", min_length=1, description="Model name sent to the server")
+    system_prompt: str = Field(
+        "You are a helpful assistant in a team chat. Answer concisely.", description="Instructions for the model"
+    )
+    model_timeout_seconds: float = Field(60.0, gt=0, description="Longest wait for the model, retries included")
+    model_max_retries: int = Field(2, ge=0, le=10, description="SDK retries on 429/5xx/connection errors")
+    max_context_tokens: int | None = Field(None, ge=1, description="Drop oldest history to fit this estimate")
+
+    # Gateway
+    dedupe_ttl_seconds: int = Field(86400, ge=1, description="How long a platform event ID is remembered")
+    lock_timeout_seconds: float = Field(30.0, gt=0, description="Turn lock expiry; renewed while a turn runs")
+    rate_limit_per_minute: int = Field(20, ge=0, description="Messages per user per minute; 0 = no limit")
+    max_input_chars: int = Field(4000, ge=1, description="Longest user message accepted")
+
+    # Slack
+    slack_bot_token: SecretStr | None = Field(None, description="xoxb- bot token")
+    slack_app_token: SecretStr | None = Field(None, description="xapp- app token; set = Socket Mode")
+    slack_signing_secret: SecretStr | None = Field(None, description="Verifies HTTP-mode requests")
+    slack_api_url: str | None = Field(None, description="Slack Web API base URL; unset = Slack's")
+    slack_allow_bots: bool = Field(False, description="Answer other bots' messages")
+    port: int = Field(3000, ge=0, le=65535, description="Slack HTTP mode listens here")
+
+    # Discord
+    discord_token: SecretStr | None = Field(None, description="Bot token")
+    discord_api_url: str | None = Field(None, description="Discord REST base URL; unset = Discord's")
+    discord_allow_bots: bool = Field(False, description="Answer other bots' messages")
+    discord_shard_count: int | None = Field(None, ge=1, description="Run the sharded client with this many shards")
+
+    # Operations
+    log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    log_format: Literal["text", "json"] = Field("text", description="text for people, json for machines")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        return _require_url(value, REDIS_SCHEMES, "REDIS_URL")
+
+    @field_validator("openai_base_url", "slack_api_url", "discord_api_url")
+    @classmethod
+    def _check_http_url(cls, value: str | None) -> str | None:
+        return _require_url(value, ("http", "https"), "the URL")
+
+    @property
+    def store_max_messages(self) -> int | None:
+        """The store's view of MAX_MESSAGES: the setting's 0 means no cap."""
+        return self.max_messages or None
+
+    @property
+    def store_ttl_seconds(self) -> int | None:
+        """The store's view of THREAD_TTL_SECONDS: the setting's 0 means no expiry."""
+        return self.thread_ttl_seconds or None
+
+
+def _describe(error: Any) -> str:
+    field = ".".join(str(part) for part in error["loc"]) or "settings"
+    return f"{field.upper()}: {error['msg']}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build `Settings`, turning validation errors into one `ConfigError` line per bad variable.
+
+    Raises:
+        ConfigError: a value is invalid; the message names each variable and what is allowed.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe(error) for error in exc.errors())) from None

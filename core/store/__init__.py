@@ -1,0 +1,19 @@
+"""Conversation memory: the store protocol, the Redis store and the embedded SQLite default."""
+
+from core.store.base import MemoryBackend, MessageStore, ThreadRef, TurnLock
+from core.store.factory import open_backend
+from core.store.redis import RedisChatMessageStore
+from core.store.redis_backend import RedisConnection
+from core.store.sqlite import SqliteChatMessageStore, SqliteConnection
+
+__all__ = [
+    "MemoryBackend",
+    "MessageStore",
+    "RedisChatMessageStore",
+    "RedisConnection",
+    "SqliteChatMessageStore",
+    "SqliteConnection",
+    "ThreadRef",
+    "TurnLock",
+    "open_backend",
+]

@@ -1,0 +1,194 @@
+"""One thread's history in a Redis LIST, oldest first, trimmed to `max_messages`.
+
+Keys share the hash tag {thread_id}; the scheme is ARCHITECTURE.md's (core.store.keys), change both
+together. Every method is one network round trip; a write appends, trims and refreshes the TTL
+atomically in one Lua script, so no reader ever sees more than `max_messages` entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self
+from uuid import uuid4
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from core.errors import StoreError, StoreUnavailableError
+from core.messages import ChatMessage
+from core.store.codec import decode_messages
+from core.store.keys import message_key
+
+__all__ = ["DEFAULT_URL", "RedisChatMessageStore", "describe_client", "translate_redis_error"]
+
+DEFAULT_URL = "redis://localhost:6379"
+
+# A call whose reply was lost after the write ran is retried by redis-py; finding its own batch
+# already at the tail of the list, the retry writes nothing, so a turn is never stored twice.
+_ADD_SCRIPT = """
+local key, max, ttl = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local n = #ARGV - 2
+local check = n
+if max > 0 and max < check then check = max end
+local seen = check > 0
+for i = 0, check - 1 do
+  if redis.call('LINDEX', key, -1 - i) ~= ARGV[#ARGV - i] then seen = false break end
+end
+if not seen then
+  for first = 3, #ARGV, 1000 do
+    redis.call('RPUSH', key, unpack(ARGV, first, math.min(first + 999, #ARGV)))
+  end
+  if max > 0 then redis.call('LTRIM', key, -max, -1) end
+end
+if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+return seen and 0 or n
+"""
+
+
+def describe_client(client: Any) -> str:
+    """`host:port` (or the socket path) of a redis-py client, for error messages; never a password."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    if "path" in kwargs:
+        return f"unix:{kwargs['path']}"
+    if "host" in kwargs:
+        return f"{kwargs['host']}:{kwargs.get('port', 6379)}"
+    nodes = getattr(client, "startup_nodes", None)
+    return ",".join(f"{n.host}:{n.port}" for n in nodes) if nodes else "redis"
+
+
+def translate_redis_error(exc: RedisError, client: Any, what: str) -> StoreError:
+    where = describe_client(client)
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return StoreUnavailableError(f"Redis at {where} did not answer ({what}): {type(exc).__name__}: {exc}")
+    return StoreError(f"Redis at {where} refused {what}: {type(exc).__name__}: {exc}")
+
+
+class RedisChatMessageStore:
+    """One thread's history in a Redis LIST. Borrows `client`; with only `redis_url` it builds and owns one."""
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        client: Redis | None = None,
+        thread_id: str | None = None,
+        key_prefix: str = "chat",
+        namespace: str | None = None,
+        max_messages: int | None = None,
+        ttl_seconds: int | None = None,
+    ) -> None:
+        if max_messages is not None and max_messages <= 0:
+            raise ValueError("max_messages must be a positive number, or None to keep every message")
+        if ttl_seconds is not None and ttl_seconds <= 0:
+            raise ValueError("ttl_seconds must be a positive number, or None to never expire")
+        self._client: Redis = client if client is not None else Redis.from_url(redis_url or DEFAULT_URL)  # no I/O yet
+        self._owns_client = client is None
+        self._redis_url = redis_url
+        self.key_prefix = key_prefix
+        self.namespace = namespace
+        self.max_messages = max_messages
+        self.ttl_seconds = ttl_seconds
+        self.thread_id = thread_id or f"thread_{uuid4().hex}"
+        self._key = message_key(key_prefix, namespace, self.thread_id)
+        self._add = self._client.register_script(_ADD_SCRIPT)
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    async def add_messages(self, messages: Sequence[ChatMessage]) -> None:
+        """Append, trim to max_messages and refresh the TTL in one round trip.
+
+        Raises:
+            StoreUnavailableError: Redis did not answer; nothing was written.
+            StoreError: Redis refused the write (wrong key type, out of memory).
+        """
+        if not messages:
+            return
+        args = [self.max_messages or 0, self.ttl_seconds or 0, *(m.to_json() for m in messages)]
+        try:
+            await self._add(keys=[self._key], args=args)
+        except RedisError as exc:
+            raise translate_redis_error(exc, self._client, f"a write to {self._key}") from exc
+
+    async def list_messages(self) -> list[ChatMessage]:
+        """The stored messages, oldest first; entries that are not our JSON are skipped with a warning.
+
+        Raises:
+            StoreUnavailableError: Redis did not answer.
+        """
+        start = -self.max_messages if self.max_messages else 0
+        try:
+            raw: list[bytes] = await self._client.lrange(self._key, start, -1)  # type: ignore[misc]  # redis-py types sync and async alike
+        except RedisError as exc:
+            raise translate_redis_error(exc, self._client, f"a read of {self._key}") from exc
+        return decode_messages(raw, self._key)
+
+    async def clear(self) -> None:
+        """Forget the thread's history.
+
+        Raises:
+            StoreUnavailableError: Redis did not answer.
+        """
+        try:
+            await self._client.delete(self._key)
+        except RedisError as exc:
+            raise translate_redis_error(exc, self._client, f"a delete of {self._key}") from exc
+
+    async def ttl_seconds_left(self) -> int | None:
+        """Seconds until the thread expires; None when it never does or holds nothing."""
+        try:
+            left = int(await self._client.ttl(self._key))
+        except RedisError as exc:
+            raise translate_redis_error(exc, self._client, f"a TTL read of {self._key}") from exc
+        return left if left >= 0 else None
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._client.ping())  # type: ignore[misc]  # redis-py types sync and async alike
+        except RedisError:
+            return False
+
+    async def serialize(self, **kwargs: Any) -> dict[str, Any]:
+        """The thread's metadata, enough to find it again; never messages, URLs or passwords."""
+        return {
+            "type": "redis_store_state",
+            "thread_id": self.thread_id,
+            "key_prefix": self.key_prefix,
+            "namespace": self.namespace,
+            "max_messages": self.max_messages,
+            "ttl_seconds": self.ttl_seconds,
+        }
+
+    async def update_from_state(self, state: dict[str, Any]) -> None:
+        """Point this store at the thread `state` names (as `AgentThread.deserialize` does)."""
+        self.thread_id = str(state["thread_id"])
+        self.key_prefix = str(state.get("key_prefix") or self.key_prefix)
+        self.namespace = state.get("namespace", self.namespace)
+        self.max_messages = state.get("max_messages", self.max_messages)
+        self.ttl_seconds = state.get("ttl_seconds", self.ttl_seconds)
+        self._key = message_key(self.key_prefix, self.namespace, self.thread_id)
+
+    @classmethod
+    async def deserialize(cls, state: dict[str, Any], **overrides: Any) -> RedisChatMessageStore:
+        """Rebuild a store from `serialize()` output; pass `client=` or `redis_url=` to say where Redis is."""
+        fields = ("thread_id", "key_prefix", "namespace", "max_messages", "ttl_seconds")
+        kwargs: dict[str, Any] = {name: state[name] for name in fields if state.get(name) is not None}
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    async def aclose(self) -> None:
+        """Close the client if this store built it; a borrowed client stays open for its owner."""
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
