@@ -108,7 +108,7 @@ class RedisChatMessageStore:
         """
         if not messages:
             return
-        args = [self.max_messages or 0, self.ttl_seconds or 0, *(m.to_json() for m in messages)]
+        args: list[str | int] = [self.max_messages or 0, self.ttl_seconds or 0, *(m.to_json() for m in messages)]
         try:
             await self._add(keys=[self._key], args=args)
         except RedisError as exc:
@@ -122,7 +122,7 @@ class RedisChatMessageStore:
         """
         start = -self.max_messages if self.max_messages else 0
         try:
-            raw: list[bytes] = await self._client.lrange(self._key, start, -1)  # type: ignore[misc]  # redis-py types sync and async alike
+            raw: list[bytes | str] = await self._client.lrange(self._key, start, -1)
         except RedisError as exc:
             raise translate_redis_error(exc, self._client, f"a read of {self._key}") from exc
         return decode_messages(raw, self._key)
@@ -148,7 +148,7 @@ class RedisChatMessageStore:
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._client.ping())  # type: ignore[misc]  # redis-py types sync and async alike
+            return bool(await self._client.ping())
         except RedisError:
             return False
 

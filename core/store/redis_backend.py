@@ -6,6 +6,7 @@ open more than `pool_size` connections. Retries are redis-py's `Retry` policy, n
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
@@ -65,10 +66,9 @@ class RedisTurnLock:
             return False
 
     async def release(self) -> None:
-        try:
+        # An unreleased lock expires on its own; the turn's outcome does not depend on it.
+        with contextlib.suppress(LockError, RedisError):
             await self._lock.release()
-        except (LockError, RedisError):
-            pass  # an unreleased lock expires on its own; the turn's outcome does not depend on it
 
 
 class RedisConnection:
@@ -118,10 +118,8 @@ class RedisConnection:
 
     async def release_event(self, namespace: str | None, event_id: str) -> None:
         """Forget a claim whose turn failed before anything was posted, so a redelivery can run it."""
-        try:
+        with contextlib.suppress(RedisError):  # the claim then expires on its own
             await self.client.delete(event_key(self.key_prefix, namespace, event_id))
-        except RedisError:
-            pass  # the claim then expires on its own
 
     def turn_lock(self, namespace: str | None, thread_id: str, expire_seconds: float) -> RedisTurnLock:
         return RedisTurnLock(self.client, lock_key(self.key_prefix, namespace, thread_id), expire_seconds)
@@ -166,7 +164,7 @@ class RedisConnection:
 
     async def ping(self) -> bool:
         try:
-            return bool(await self.client.ping())  # type: ignore[misc]  # redis-py types sync and async alike
+            return bool(await self.client.ping())
         except RedisError:
             return False
 

@@ -194,7 +194,7 @@ class SqliteChatMessageStore:
             now = self._db.clock()
             if row is None or row[0] is None or row[0] <= now:
                 return None
-            return max(0, round(row[0] - now))
+            return max(0, round(float(row[0]) - now))
 
         return await self._db.run(read)
 

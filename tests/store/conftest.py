@@ -18,7 +18,9 @@ async def backend_factory(
 ) -> AsyncIterator[BackendFactory]:
     opened: list[RedisConnection | SqliteConnection] = []
 
-    async def make(*, max_messages: int | None = None, ttl_seconds: int | None = None) -> RedisConnection | SqliteConnection:
+    async def make(
+        *, max_messages: int | None = None, ttl_seconds: int | None = None
+    ) -> RedisConnection | SqliteConnection:
         backend: RedisConnection | SqliteConnection
         if request.param == "redis":
             backend = RedisConnection.from_url(

@@ -63,7 +63,13 @@ async def test_add_messages_with_nothing_writes_nothing(backend_factory: Backend
 
 async def test_round_trip_is_exact_for_unicode_newlines_and_100kb(backend_factory: BackendFactory) -> None:
     store = (await backend_factory()).store("t1")
-    texts = ["héllo wörld 你好 🌍👩‍👩‍👧", "line1\nline2\r\n\ttab\u2028sep\x00nul", "x" * 100_000, "", '{"json": "in text"}']
+    texts = [
+        "héllo wörld 你好 🌍👩‍👩‍👧",
+        "line1\nline2\r\n\ttab\u2028sep\x00nul",
+        "x" * 100_000,
+        "",
+        '{"json": "in text"}',
+    ]
     sent = [user(t) for t in texts]
     await store.add_messages(sent)
     assert await store.list_messages() == sent
@@ -233,10 +239,10 @@ async def test_flags_are_set_and_read(backend_factory: BackendFactory) -> None:
 
 async def test_iter_threads_finds_stored_threads_by_namespace_and_pattern(backend_factory: BackendFactory) -> None:
     backend = await backend_factory()
-    for ns, tid in [("slack", "user_U1_session_C1"), ("slack", "user_U2_session_C1"), ("discord", "user_U1_session_9")]:
+    stored = {("slack", "user_U1_session_C1"), ("slack", "user_U2_session_C1"), ("discord", "user_U1_session_9")}
+    for ns, tid in stored:
         await backend.store(tid, ns).add_messages([user("x")])
-    found = {(r.namespace, r.thread_id) async for r in backend.iter_threads()}
-    assert found == {("slack", "user_U1_session_C1"), ("slack", "user_U2_session_C1"), ("discord", "user_U1_session_9")}
+    assert {(r.namespace, r.thread_id) async for r in backend.iter_threads()} == stored
     slack_u1 = [r.thread_id async for r in backend.iter_threads("slack", "user_U1_*")]
     assert slack_u1 == ["user_U1_session_C1"]
 

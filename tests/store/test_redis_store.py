@@ -1,0 +1,168 @@
+"""Redis-only behaviour: round trips, key layout, expiry, persistence, outages, the shared pool."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.crc import key_slot
+
+from core.errors import StoreError, StoreUnavailableError
+from core.messages import ChatMessage
+from core.store import RedisChatMessageStore, RedisConnection
+from core.store.keys import event_key, lock_key, message_key
+from tests.support.redis_proc import RedisServer, free_port
+from tests.support.waiting import wait_until
+
+
+def user(text: str) -> ChatMessage:
+    return ChatMessage(role="user", text=text)
+
+
+async def command_count(client: Redis) -> dict[str, int]:
+    stats: dict[str, Any] = await client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    changed = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    changed.pop("info", None)
+    return changed
+
+
+async def test_add_and_list_are_one_command_each(redis_url: str, redis_client: Redis, key_prefix: str) -> None:
+    async with RedisChatMessageStore(redis_url, key_prefix=key_prefix, max_messages=10, ttl_seconds=60) as store:
+        await store.add_messages([user("warm-up")])  # loads the script once
+        before = await command_count(redis_client)
+        await store.add_messages([user("a"), ChatMessage(role="assistant", text="b")])
+        await store.list_messages()
+        changed = delta(before, await command_count(redis_client))
+        # commandstats also counts what the script runs inside Redis; those cost no round trip.
+        inside_script = {"lindex", "rpush", "ltrim", "expire"}
+        assert {k: v for k, v in changed.items() if k not in inside_script} == {"evalsha": 1, "lrange": 1}
+
+
+async def test_every_key_of_a_thread_lands_in_one_cluster_slot() -> None:
+    keys = [
+        message_key("chat", "slack", "user_U1_session_C1"),
+        lock_key("chat", "slack", "user_U1_session_C1"),
+    ]
+    assert keys[0] == "chat:slack:{user_U1_session_C1}:messages"
+    assert len({key_slot(k.encode()) for k in keys}) == 1
+    assert event_key("chat", "slack", "Ev1") == "chat:slack:event:Ev1"
+
+
+def test_thread_ids_with_braces_are_refused_as_keys() -> None:
+    with pytest.raises(ValueError, match="braces"):
+        message_key("chat", None, "a}b")
+
+
+async def test_generated_thread_id_and_no_io_in_constructor() -> None:
+    store = RedisChatMessageStore(f"redis://127.0.0.1:{free_port()}")  # nothing listens: must not matter yet
+    assert store.thread_id.startswith("thread_") and len(store.thread_id) == len("thread_") + 32
+    await store.aclose()
+
+
+async def test_expiry_removes_every_key_of_the_thread(redis_url: str, redis_client: Redis, key_prefix: str) -> None:
+    async with RedisChatMessageStore(redis_url, key_prefix=key_prefix, namespace="slack", ttl_seconds=1) as store:
+        await store.add_messages([user("short-lived")])
+        assert await redis_client.ttl(store.key) in (0, 1)
+
+        async def gone() -> bool:
+            return not await redis_client.exists(store.key) and not await redis_client.keys(f"{key_prefix}:*")
+
+        await wait_until(gone, timeout=5)
+        assert await store.list_messages() == []
+
+
+async def test_a_retried_write_is_not_stored_twice(redis_url: str, key_prefix: str) -> None:
+    async with RedisChatMessageStore(redis_url, key_prefix=key_prefix, max_messages=10) as store:
+        batch = [user("q"), ChatMessage(role="assistant", text="a")]
+        await store.add_messages(batch)
+        await store.add_messages(batch)  # what redis-py's retry sends after a lost reply
+        assert await store.list_messages() == batch
+
+
+async def test_history_survives_a_redis_restart_with_aof(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "aof", args=["--appendonly", "yes", "--appendfsync", "always"])
+    server.start()
+    try:
+        async with RedisChatMessageStore(server.url, thread_id="user_U1_session_C1") as store:
+            await store.add_messages([user("persist me"), ChatMessage(role="assistant", text="ok")])
+        server.stop()
+        server.start()
+        async with RedisChatMessageStore(server.url, thread_id="user_U1_session_C1") as store:
+            assert [m.text for m in await store.list_messages()] == ["persist me", "ok"]
+    finally:
+        server.stop()
+
+
+async def test_redis_down_raises_unavailable_naming_host_and_port_quickly() -> None:
+    port = free_port()
+    connection = RedisConnection.from_url(f"redis://127.0.0.1:{port}", timeout_seconds=0.5)
+    store = connection.store("t1")
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailableError, match=f"127.0.0.1:{port}"):
+        await store.add_messages([user("lost?")])
+    with pytest.raises(StoreUnavailableError, match=f"127.0.0.1:{port}"):
+        await store.list_messages()
+    assert time.monotonic() - started < 10
+    assert not await connection.ping()
+    await connection.aclose()
+
+
+async def test_ten_thousand_stores_share_a_bounded_pool(redis_url: str, redis_client: Redis, key_prefix: str) -> None:
+    connection = RedisConnection.from_url(redis_url, pool_size=4, key_prefix=key_prefix, max_messages=5)
+    stores = [connection.store(f"user_U{i}_session_C1") for i in range(10_000)]
+    baseline = (await redis_client.info("clients"))["connected_clients"]
+    await asyncio.gather(*(s.add_messages([user("x")]) for s in stores[:400]))
+    during = (await redis_client.info("clients"))["connected_clients"]
+    assert during - baseline <= 4
+    await stores[0].aclose()  # borrowed client: the pool stays open for every other store
+    assert [m.text for m in await stores[1].list_messages()] == ["x"]
+    await connection.aclose()
+
+
+async def test_unix_socket_urls_work(redis_server: RedisServer, key_prefix: str) -> None:
+    async with RedisChatMessageStore(f"unix://{redis_server.socket_path}", key_prefix=key_prefix) as store:
+        await store.add_messages([user("over a socket")])
+        assert [m.text for m in await store.list_messages()] == ["over a socket"]
+
+
+async def test_acl_username_and_password_in_the_url(redis_url: str, redis_client: Redis, key_prefix: str) -> None:
+    name = f"{key_prefix}-user"
+    await redis_client.acl_setuser(
+        name, enabled=True, passwords=["+s3cret"], keys=[f"{key_prefix}:*"], commands=["+@all"]
+    )
+    try:
+        url = redis_url.replace("redis://", f"redis://{name}:s3cret@")
+        async with RedisChatMessageStore(url, key_prefix=key_prefix) as store:
+            await store.add_messages([user("with ACL")])
+            assert len(await store.list_messages()) == 1
+            state = await store.serialize()
+            assert "s3cret" not in repr(state) and name not in repr(state)
+    finally:
+        await redis_client.acl_deluser(name)
+
+
+async def test_deserialize_rebuilds_a_store_on_the_same_thread(redis_url: str, key_prefix: str) -> None:
+    async with RedisChatMessageStore(redis_url, key_prefix=key_prefix, namespace="slack", max_messages=9) as store:
+        await store.add_messages([user("hello")])
+        state = await store.serialize()
+    restored = await RedisChatMessageStore.deserialize(state, redis_url=redis_url)
+    async with restored:
+        assert restored.thread_id == store.thread_id and restored.max_messages == 9
+        assert [m.text for m in await restored.list_messages()] == ["hello"]
+
+
+async def test_a_key_of_the_wrong_type_is_a_store_error_not_a_crash(
+    redis_url: str, redis_client: Redis, key_prefix: str
+) -> None:
+    async with RedisChatMessageStore(redis_url, key_prefix=key_prefix) as store:
+        await redis_client.set(store.key, "a string, not a list")
+        with pytest.raises(StoreError, match="WRONGTYPE"):
+            await store.list_messages()
