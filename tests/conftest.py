@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import pytest
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from redis.asyncio import Redis
 
+from core.settings import Settings
+from tests.fakes.openai_server import FakeOpenAI
 from tests.support.redis_proc import RedisServer
 
 
@@ -45,3 +49,24 @@ def key_prefix() -> str:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture
+async def fake_openai() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI() as fake:
+        yield fake
+
+
+def openai_client(fake: FakeOpenAI, *, max_retries: int = 0, timeout: float = 5.0) -> AsyncOpenAI:
+    """The real SDK aimed at the fake; trust_env=False so no proxy setting can capture loopback traffic."""
+    return AsyncOpenAI(
+        api_key="sk-test",
+        base_url=fake.base_url,
+        max_retries=max_retries,
+        timeout=timeout,
+        http_client=DefaultAsyncHttpxClient(trust_env=False),
+    )
+
+
+def make_settings(**overrides: Any) -> Settings:
+    return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]

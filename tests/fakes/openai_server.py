@@ -87,7 +87,7 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
@@ -402,11 +402,16 @@ class FakeOpenAI:
         while self._released_upto < seq:
             await self._release_changed.wait()
 
-    async def _park(self, waiting: Awaitable[None]) -> None:
+    async def _park(self, waiting: Coroutine[Any, Any, None]) -> None:
         # Parked handlers are cancelled by close(); aiohttp would otherwise
         # wait shutdown_timeout for them.
         task = asyncio.current_task()
         assert task is not None
+        if self._runner is None:
+            # close() has already cancelled the parked set, so nobody would
+            # cancel a handler that parks now.
+            waiting.close()
+            raise asyncio.CancelledError
         self._parked.add(task)
         try:
             await waiting

@@ -1,0 +1,180 @@
+"""Agent, AgentThread and AgentResponse: the reference notebook's API on our model port and stores.
+
+A turn sends the instructions, the stored history (already trimmed by the store) and the new user
+message; only after the model answered are the user message and the reply stored, in ONE
+`add_messages` call. A failed turn stores nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from core.messages import ChatMessage
+from core.store.base import MessageStore
+
+__all__ = [
+    "Agent",
+    "AgentFactory",
+    "AgentResponse",
+    "AgentResponseUpdate",
+    "AgentThread",
+    "ChatModel",
+    "estimate_tokens",
+]
+
+
+class ChatModel(Protocol):
+    model_id: str
+
+    async def complete(self, messages: Sequence[ChatMessage]) -> str: ...
+
+    def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]: ...
+
+
+def estimate_tokens(message: ChatMessage) -> int:
+    """A cheap upper-bound guess (4 characters a token plus framing), enough to keep under a context cap."""
+    return math.ceil(len(message.text) / 4) + 4
+
+
+@dataclass(frozen=True, slots=True)
+class AgentResponse:
+    text: str
+    messages: list[ChatMessage]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentResponseUpdate:
+    """A piece of a streamed reply; the last update carries the whole `response` and no new text."""
+
+    text: str
+    response: AgentResponse | None = None
+
+
+class AgentThread:
+    """One conversation. With a store, its messages live there; without, in this object only."""
+
+    def __init__(self, message_store: MessageStore | None = None) -> None:
+        self.message_store = message_store
+        self._local: list[ChatMessage] = []
+
+    async def list_messages(self) -> list[ChatMessage]:
+        if self.message_store is not None:
+            return await self.message_store.list_messages()
+        return list(self._local)
+
+    async def add_messages(self, messages: Sequence[ChatMessage]) -> None:
+        if self.message_store is not None:
+            await self.message_store.add_messages(messages)
+        else:
+            self._local.extend(messages)
+
+    async def serialize(self) -> dict[str, Any]:
+        """Where the conversation lives (store kind, thread ID, limits); never its messages or secrets."""
+        if self.message_store is None:
+            return {"type": "agent_thread_state", "store_state": None}
+        return {"type": "agent_thread_state", "store_state": await self.message_store.serialize()}
+
+    @classmethod
+    async def deserialize(cls, state: dict[str, Any], *, message_store: MessageStore | None = None) -> AgentThread:
+        """Reattach to the stored conversation `state` names, through `message_store`."""
+        store_state = state.get("store_state")
+        if message_store is not None and store_state:
+            await message_store.update_from_state(store_state)
+        return cls(message_store=message_store)
+
+
+class Agent:
+    """An LLM with instructions; `run` takes one turn of a thread and commits it."""
+
+    def __init__(
+        self,
+        model: ChatModel,
+        *,
+        name: str = "assistant",
+        instructions: str = "",
+        chat_message_store_factory: Callable[[], MessageStore] | None = None,
+        max_context_tokens: int | None = None,
+    ) -> None:
+        self.model = model
+        self.name = name
+        self.instructions = instructions
+        self.chat_message_store_factory = chat_message_store_factory
+        self.max_context_tokens = max_context_tokens
+
+    def get_new_thread(self) -> AgentThread:
+        factory = self.chat_message_store_factory
+        return AgentThread(message_store=factory() if factory is not None else None)
+
+    async def run(self, message: str | ChatMessage, *, thread: AgentThread | None = None) -> AgentResponse:
+        """One turn: history plus `message` to the model, then both stored together.
+
+        Raises:
+            ModelError: the model failed; nothing was stored.
+            StoreError: the history could not be read or the turn not stored.
+        """
+        thread = thread if thread is not None else self.get_new_thread()
+        prompt, request = await self._prepare(message, thread)
+        text = await self.model.complete(request)
+        return await self._commit(thread, prompt, text)
+
+    async def run_stream(
+        self, message: str | ChatMessage, *, thread: AgentThread | None = None
+    ) -> AsyncIterator[AgentResponseUpdate]:
+        """As `run`, yielding text deltas as they arrive; the final update holds the stored response."""
+        thread = thread if thread is not None else self.get_new_thread()
+        prompt, request = await self._prepare(message, thread)
+        parts: list[str] = []
+        async for delta in self.model.stream(request):
+            parts.append(delta)
+            yield AgentResponseUpdate(text=delta)
+        yield AgentResponseUpdate(text="", response=await self._commit(thread, prompt, "".join(parts)))
+
+    async def _prepare(
+        self, message: str | ChatMessage, thread: AgentThread
+    ) -> tuple[ChatMessage, list[ChatMessage]]:
+        prompt = message if isinstance(message, ChatMessage) else ChatMessage(role="user", text=message)
+        history = self._fit(await thread.list_messages(), prompt)
+        system = [ChatMessage(role="system", text=self.instructions)] if self.instructions else []
+        return prompt, [*system, *history, prompt]
+
+    def _fit(self, history: list[ChatMessage], prompt: ChatMessage) -> list[ChatMessage]:
+        """Drop the oldest history until the request fits `max_context_tokens` (an estimate)."""
+        if self.max_context_tokens is None:
+            return history
+        budget = self.max_context_tokens - estimate_tokens(prompt) - len(self.instructions) // 4 - 4
+        kept: list[ChatMessage] = []
+        for message in reversed(history):
+            budget -= estimate_tokens(message)
+            if budget < 0:
+                break
+            kept.append(message)
+        return kept[::-1]
+
+    async def _commit(self, thread: AgentThread, prompt: ChatMessage, text: str) -> AgentResponse:
+        answer = ChatMessage(role="assistant", text=text, author_id=self.name)
+        await thread.add_messages([prompt, answer])
+        return AgentResponse(text=text, messages=[prompt, answer])
+
+
+class AgentFactory:
+    """`model.create_agent(...)`, the reference notebook's way to build an agent on a model."""
+
+    def create_agent(
+        self,
+        *,
+        name: str,
+        instructions: str,
+        chat_message_store_factory: Callable[[], MessageStore] | None = None,
+        max_context_tokens: int | None = None,
+    ) -> Agent:
+        model: ChatModel = self  # type: ignore[assignment]  # only mixed into ChatModel implementations
+        return Agent(
+            model,
+            name=name,
+            instructions=instructions,
+            chat_message_store_factory=chat_message_store_factory,
+            max_context_tokens=max_context_tokens,
+        )

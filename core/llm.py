@@ -1,0 +1,186 @@
+"""The chat model port: any OpenAI-compatible server through the `openai` SDK, or the offline model.
+
+Every SDK failure leaves here as a `ModelError` whose `user_message` is safe to post and whose text
+is for the log. Retries with backoff on 429/5xx/connection errors are the SDK's (`max_retries`),
+honouring `retry-after`; we add none of our own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import cast
+
+import openai
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
+
+from core.agent import AgentFactory
+from core.errors import ModelError, ModelRejectedError, ModelTimeoutError
+from core.messages import ChatMessage
+from core.settings import Settings
+
+__all__ = ["ModelBusyError", "OfflineChatModel", "OpenAIChatClient", "OpenAIChatModel"]
+
+DEFAULT_MODEL = "gpt-4o-mini"
+
+
+class ModelBusyError(ModelError):
+    """The server kept answering 429 after the SDK's retries."""
+
+    user_message = "The language model is busy right now, so I saved nothing. Please try again in a minute."
+
+
+def translate_openai_error(exc: Exception, where: str) -> ModelError:
+    """One `ModelError` per SDK failure; the text names the server and the cause for the operator."""
+    detail = f"{type(exc).__name__} from {where}: {exc}"
+    if isinstance(exc, openai.APITimeoutError):
+        return ModelTimeoutError(detail)
+    if isinstance(exc, openai.RateLimitError):
+        return ModelBusyError(detail)
+    if isinstance(
+        exc,
+        openai.AuthenticationError
+        | openai.PermissionDeniedError
+        | openai.NotFoundError
+        | openai.BadRequestError
+        | openai.UnprocessableEntityError,
+    ):
+        return ModelRejectedError(detail)
+    return ModelError(detail)
+
+
+class OpenAIChatModel(AgentFactory):
+    """A model behind the Chat Completions API. The SDK client is built on first use, never in `__init__`."""
+
+    def __init__(
+        self,
+        model_id: str | None = None,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        async_client: AsyncOpenAI | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+    ) -> None:
+        self.model_id = model_id or DEFAULT_MODEL
+        self._api_key = api_key
+        self._base_url = base_url
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._client = async_client
+        self._owns_client = async_client is None
+
+    @property
+    def client(self) -> AsyncOpenAI:
+        if self._client is None:
+            try:
+                self._client = AsyncOpenAI(
+                    # OpenAI-compatible local servers need no key, but the SDK insists on one.
+                    api_key=self._api_key or ("not-needed" if self._base_url else None),
+                    base_url=self._base_url,
+                    timeout=self._timeout,
+                    max_retries=self._max_retries,
+                )
+            except openai.OpenAIError as exc:
+                raise ModelRejectedError(f"cannot build the OpenAI client: {exc}") from exc
+        return self._client
+
+    def _where(self) -> str:
+        return f"{self.model_id} at {self.client.base_url}"
+
+    async def complete(self, messages: Sequence[ChatMessage]) -> str:
+        """The model's whole reply.
+
+        Raises:
+            ModelError: timeout, rejection, server error, or a reply without text.
+        """
+        client = self.client
+        try:
+            completion = await client.chat.completions.create(model=self.model_id, messages=_params(messages))
+        except (openai.OpenAIError, ValueError) as exc:  # the SDK lets a garbled JSON body out as ValueError
+            raise translate_openai_error(exc, self._where()) from exc
+        choices = getattr(completion, "choices", None)
+        text = choices[0].message.content if choices else None
+        if not isinstance(text, str):
+            raise ModelError(f"malformed reply from {self._where()}: no text in {str(completion)[:200]!r}")
+        return text
+
+    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+        """The reply as text deltas, as the server sends them.
+
+        Raises:
+            ModelError: as `complete`, also when the stream breaks off midway.
+        """
+        client = self.client
+        try:
+            chunks = await client.chat.completions.create(
+                model=self.model_id, messages=_params(messages), stream=True
+            )
+            async for chunk in chunks:
+                delta = chunk.choices[0].delta.content if chunk.choices else None
+                if delta:
+                    yield delta
+        except (openai.OpenAIError, ValueError) as exc:  # the SDK lets a garbled JSON body out as ValueError
+            raise translate_openai_error(exc, self._where()) from exc
+
+    async def aclose(self) -> None:
+        if self._owns_client and self._client is not None:
+            await self._client.close()
+
+
+# The reference notebook's name for the same thing.
+OpenAIChatClient = OpenAIChatModel
+
+
+class OfflineChatModel(AgentFactory):
+    """A deterministic stand-in used when no model is configured, so the gateway runs and memory shows."""
+
+    model_id = "offline"
+
+    async def complete(self, messages: Sequence[ChatMessage]) -> str:
+        conversation = [m for m in messages if m.role != "system"]
+        latest = conversation[-1].text if conversation else ""
+        earlier = conversation[:-1]
+        first_user = next((m.text for m in earlier if m.role == "user"), None)
+        memory = (
+            f"I was given {len(earlier)} earlier messages; the first thing you told me was “{_clip(first_user)}”."
+            if first_user is not None
+            else "This is the start of our conversation: I was given no earlier messages."
+        )
+        return (
+            f"[offline model] You said “{_clip(latest)}”. {memory} "
+            "Set OPENAI_API_KEY or OPENAI_BASE_URL to talk to a real model."
+        )
+
+    async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
+        text = await self.complete(messages)
+        words = text.split(" ")
+        for index, word in enumerate(words):
+            yield word if index == len(words) - 1 else word + " "
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
+
+def _params(messages: Sequence[ChatMessage]) -> list[ChatCompletionMessageParam]:
+    # to_openai() builds exactly the role/content dicts these TypedDicts describe.
+    return cast("list[ChatCompletionMessageParam]", [m.to_openai() for m in messages])
+
+
+def _clip(text: str | None, limit: int = 80) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def model_from_settings(settings: Settings) -> OpenAIChatModel | OfflineChatModel:
+    """The configured model: OpenAI-compatible when a key or base URL is set, else the offline model."""
+    if settings.openai_api_key is None and settings.openai_base_url is None:
+        return OfflineChatModel()
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key is not None else None
+    return OpenAIChatModel(
+        settings.openai_model,
+        api_key=key,
+        base_url=settings.openai_base_url,
+        timeout=settings.model_timeout_seconds,
+        max_retries=settings.model_max_retries,
+    )

@@ -1,0 +1,46 @@
+"""What crosses from an adapter into the core and back: an incoming message and the reply to post."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["IncomingMessage", "Reply", "ReplyKind"]
+
+ReplyKind = Literal["answer", "command", "error", "limit", "busy"]
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """One user message, already stripped of the bot's mention.
+
+    `event_id` is the platform's delivery ID; `turn_key`, when set, names the user message itself so
+    two deliveries of it under different event IDs (Slack's `app_mention` and `message`) are one turn.
+    `thread_ref` is the platform thread, used by the `thread` memory scope.
+    """
+
+    platform: str
+    event_id: str
+    user_id: str
+    channel_id: str
+    text: str
+    thread_ref: str | None = None
+    turn_key: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dedupe_key(self) -> str:
+        return self.turn_key or self.event_id
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Text to post back; `kind` says whether it is the model's answer or the gateway speaking."""
+
+    text: str
+    kind: ReplyKind = "answer"
+    thread_id: str | None = None
+
+    @property
+    def is_error(self) -> bool:
+        return self.kind in ("error", "busy")
