@@ -33,9 +33,7 @@ async def test_example_2_user_session_store_factory_keeps_ten(redis_url: str, fa
     user_id, session_id = "alice_123", f"session_{uuid4()}"
 
     def create_user_session_store() -> RedisChatMessageStore:
-        return RedisChatMessageStore(
-            redis_url=redis_url, thread_id=f"user_{user_id}_{session_id}", max_messages=10
-        )
+        return RedisChatMessageStore(redis_url=redis_url, thread_id=f"user_{user_id}_{session_id}", max_messages=10)
 
     agent = OpenAIChatClient(model_id="gpt-4o", async_client=openai_client(fake_openai)).create_agent(
         name="SessionBot",
@@ -56,9 +54,7 @@ async def test_example_2_user_session_store_factory_keeps_ten(redis_url: str, fa
     await thread.message_store.aclose()  # type: ignore[attr-defined]
 
 
-async def test_example_3_conversation_survives_an_application_restart(
-    redis_url: str, fake_openai: FakeOpenAI
-) -> None:
+async def test_example_3_conversation_survives_an_application_restart(redis_url: str, fake_openai: FakeOpenAI) -> None:
     conversation_id = f"persistent_chat_{uuid4().hex}"
     store1 = RedisChatMessageStore(redis_url=redis_url, thread_id=conversation_id)
     agent = OpenAIChatClient(model_id="gpt-4o", async_client=openai_client(fake_openai)).create_agent(
