@@ -1,0 +1,175 @@
+"""`chat-gateway`: run adapters, inspect threads, check the set-up.
+
+The composition root: settings are read once here and everything else is built from them and passed
+down. It lives in `bots/` because it wires adapters to the core (the core never imports `bots`).
+Exit codes: 0 done, 1 a check failed or the store is unreachable, 2 bad flags or settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from bots.base import Adapter
+from bots.console import ConsoleAdapter
+from core.errors import ConfigError, ModelError
+from core.gateway import Gateway
+from core.llm import OfflineChatModel, OpenAIChatModel, model_from_settings
+from core.logs import configure_logging
+from core.messages import ChatMessage
+from core.settings import Settings, load_settings
+from core.store import MemoryBackend, open_backend
+
+__all__ = ["main"]
+
+log = logging.getLogger("chat_gateway")
+PLATFORM_ADAPTERS = {"slack": "bots.slack:SlackAdapter", "discord": "bots.discord_adapter:DiscordAdapter"}
+ADAPTERS = ("console", *PLATFORM_ADAPTERS)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One clear line and exit 2, instead of argparse's usage block.
+        self.exit(2, f"chat-gateway: {message} (see `chat-gateway --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="chat-gateway", description="Slack and Discord gateway for LLM agents with memory.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = commands.add_parser("run", help="run one or more adapters on one gateway")
+    run.add_argument("adapters", nargs="+", choices=ADAPTERS, metavar="ADAPTER", help="console, slack, discord")
+    run.add_argument("--user", default="local", help="console: your user ID (same ID = same memory)")
+    run.add_argument("--channel", default="console", help="console: the channel ID (same ID = same memory)")
+    threads = commands.add_parser("threads", help="list, show or clear stored conversations")
+    verbs = threads.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    listing = verbs.add_parser("list", help="list stored threads (SCAN, never KEYS)")
+    listing.add_argument("--namespace", help="platform: slack, discord, console")
+    listing.add_argument("--match", help="glob on the thread ID, e.g. 'user_U123_*'")
+    for verb in ("show", "clear"):
+        one = verbs.add_parser(verb, help=f"{verb} one thread")
+        one.add_argument("thread_id")
+        one.add_argument("--namespace", help="platform: slack, discord, console")
+    commands.add_parser("check", help="check the store and the model, and say what is wrong")
+    return parser
+
+
+def build_adapter(name: str, settings: Settings, gateway: Gateway, args: argparse.Namespace) -> Adapter:
+    if name == "console":
+        return ConsoleAdapter(gateway, user_id=args.user, channel_id=args.channel)
+    # Platform SDKs load only when their adapter runs: a console session never imports discord.py.
+    module_name, class_name = PLATFORM_ADAPTERS[name].split(":")
+    adapter_class: Callable[..., Adapter] = getattr(importlib.import_module(module_name), class_name)
+    return adapter_class(settings=settings, gateway=gateway)
+
+
+async def _require_store(backend: MemoryBackend) -> None:
+    if not await backend.ping():
+        raise SystemExit(f"chat-gateway: the store is unreachable: {_describe(backend)}. Is it running?")
+
+
+def _describe(backend: MemoryBackend) -> str:
+    describe = getattr(backend, "describe", None)
+    return str(describe()) if callable(describe) else backend.kind
+
+
+async def run(settings: Settings, args: argparse.Namespace) -> None:
+    backend = open_backend(settings)
+    model = model_from_settings(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(backend.aclose)
+        stack.push_async_callback(model.aclose)
+        await _require_store(backend)
+        gateway = Gateway(settings, backend, model)
+        adapters = [build_adapter(name, settings, gateway, args) for name in dict.fromkeys(args.adapters)]
+        log.info(
+            "starting %s on %s with model %s", ", ".join(a.name for a in adapters), _describe(backend), model.model_id
+        )
+        try:
+            async with asyncio.TaskGroup() as group:
+                for adapter in adapters:
+                    group.create_task(adapter.run(), name=adapter.name)
+        except* ConfigError as group_error:
+            raise group_error.exceptions[0] from None  # one clear line, not an exception group
+
+
+async def threads(settings: Settings, args: argparse.Namespace) -> None:
+    backend = open_backend(settings)
+    try:
+        await _require_store(backend)
+        if args.verb == "list":
+            async for ref in backend.iter_threads(args.namespace, args.match):
+                print(f"{ref.namespace or '-'}\t{ref.thread_id}")
+            return
+        store = backend.store(args.thread_id, args.namespace)
+        if args.verb == "clear":
+            await store.clear()
+            print(f"cleared {args.thread_id}")
+            return
+        for message in await store.list_messages():
+            print(f"[{message.created_at:%Y-%m-%d %H:%M:%S}] {message.role}: {message.text}")
+    finally:
+        await backend.aclose()
+
+
+async def check(settings: Settings) -> int:
+    """Print one line per part; 0 when everything answers."""
+    failures = 0
+    backend = open_backend(settings)
+    try:
+        store_ok = await backend.ping()
+    finally:
+        await backend.aclose()
+    print(f"store: {'ok' if store_ok else 'UNREACHABLE'} ({_describe(backend)})")
+    failures += not store_ok
+    model = model_from_settings(settings)
+    try:
+        if isinstance(model, OfflineChatModel):
+            print("model: offline stand-in (set OPENAI_API_KEY or OPENAI_BASE_URL for a real model)")
+        else:
+            failures += not await _check_model(model)
+    finally:
+        await model.aclose()
+    for name, needed in (("slack", ("slack_bot_token",)), ("discord", ("discord_token",))):
+        missing = [n.upper() for n in needed if getattr(settings, n) is None]
+        print(f"{name}: {'not configured (set ' + ', '.join(missing) + ')' if missing else 'token set'}")
+    return 1 if failures else 0
+
+
+async def _check_model(model: OpenAIChatModel) -> bool:
+    try:
+        await model.complete([ChatMessage(role="user", text="Reply with the word: ok")])
+    except ModelError as exc:
+        print(f"model: FAILED ({model.model_id}): {exc}")
+        return False
+    print(f"model: ok ({model.model_id} at {model.client.base_url})")
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"chat-gateway: invalid settings: {exc}", file=sys.stderr)
+        sys.exit(2)
+    # A console chat drowns in INFO lines; an explicit LOG_LEVEL still wins.
+    quiet = args.command != "run" or (args.adapters == ["console"] and "log_level" not in settings.model_fields_set)
+    configure_logging("WARNING" if quiet else settings.log_level, settings.log_format)
+    try:
+        if args.command == "run":
+            asyncio.run(run(settings, args))
+        elif args.command == "threads":
+            asyncio.run(threads(settings, args))
+        else:
+            sys.exit(asyncio.run(check(settings)))
+    except ConfigError as exc:
+        print(f"chat-gateway: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

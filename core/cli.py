@@ -1,5 +1,0 @@
-"""Placeholder replaced by the CLI work."""
-
-
-def main() -> None:
-    raise SystemExit(0)
