@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import gc
 import resource
-import statistics
 import sys
 import tempfile
 import time
@@ -31,14 +30,14 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.store_bench import ROUND_TRIPS, CountingConnection  # noqa: E402
-from core.agent import AgentFactory  # noqa: E402
-from core.gateway import Gateway  # noqa: E402
-from core.messages import ChatMessage  # noqa: E402
-from core.settings import Settings  # noqa: E402
-from core.store import RedisConnection  # noqa: E402
-from core.turns import IncomingMessage  # noqa: E402
-from tests.support.redis_proc import RedisServer  # noqa: E402
+from bench.store_bench import ROUND_TRIPS, CountingConnection
+from core.agent import AgentFactory
+from core.gateway import Gateway
+from core.messages import ChatMessage
+from core.settings import Settings
+from core.store import RedisConnection
+from core.turns import IncomingMessage
+from tests.support.redis_proc import RedisServer
 
 
 class InstantModel(AgentFactory):
@@ -74,7 +73,9 @@ async def timed_turn(gateway: Gateway, model: InstantModel, incoming: IncomingMe
     out.append(elapsed - (model.seconds - model_before))
 
 
-async def closed_loop(gateway: Gateway, model: InstantModel, conversations: int, turns: int) -> tuple[float, list[float]]:
+async def closed_loop(
+    gateway: Gateway, model: InstantModel, conversations: int, turns: int
+) -> tuple[float, list[float]]:
     overheads: list[float] = []
 
     async def conversation(c: int) -> None:

@@ -31,9 +31,9 @@ from redis.asyncio import Connection, Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.messages import ChatMessage  # noqa: E402
-from core.store import RedisConnection  # noqa: E402
-from tests.support.redis_proc import RedisServer  # noqa: E402
+from core.messages import ChatMessage
+from core.store import RedisConnection
+from tests.support.redis_proc import RedisServer
 
 ROUND_TRIPS = [0]
 
@@ -148,7 +148,9 @@ async def main(args: argparse.Namespace) -> None:
         contenders = {
             "bare redis-py pipeline": baseline_turn(baseline_client, f"{prefix}b", args.max_messages, 3600),
             "chat-gateway store": ours_turn(connection),
-            "reference-shaped store": reference_turn(args.redis_url, f"{prefix}r", args.max_messages, reference_clients),
+            "reference-shaped store": reference_turn(
+                args.redis_url, f"{prefix}r", args.max_messages, reference_clients
+            ),
         }
         for name, turn in contenders.items():
             result = await measure(name, turn, admin, args)
