@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
-.PHONY: run test lint typecheck pytest bench redis-server lock clean
+.PHONY: run test lint typecheck pytest bench docs redis-server lock clean
 
 run: $(VENV)/.installed
 	$(BIN)/chat-gateway run console
@@ -25,6 +25,10 @@ pytest: $(VENV)/.installed redis-server
 bench: $(VENV)/.installed redis-server
 	$(BIN)/python bench/store_bench.py
 	$(BIN)/python bench/gateway_bench.py
+
+# Regenerate the README settings table and .env.example after changing core/settings.py.
+docs: $(VENV)/.installed
+	$(BIN)/python scripts/update_docs.py
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "chat-gateway needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) --version)" >&2; exit 1; }

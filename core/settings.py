@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
 
-__all__ = ["REDIS_SCHEMES", "Settings", "load_settings"]
+__all__ = ["REDIS_SCHEMES", "Settings", "env_example", "load_settings", "settings_table"]
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel")
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -130,3 +130,21 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError("; ".join(_describe(error) for error in exc.errors())) from None
+
+
+def settings_table() -> str:
+    """The README's settings table, generated from `Settings` so the two cannot drift."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = "" if field.default is None else str(field.default)
+        rows.append(f"| `{name.upper()}` | {f'`{default}`' if default else '—'} | {field.description or ''} |")
+    return "\n".join(rows)
+
+
+def env_example() -> str:
+    """`.env.example`: every setting with a one-line comment, commented out at its default."""
+    lines = ["# chat-gateway settings: copy to .env and uncomment what you change.", ""]
+    for name, field in Settings.model_fields.items():
+        default = "" if field.default is None else str(field.default)
+        lines += [f"# {field.description}", f"# {name.upper()}={default}", ""]
+    return "\n".join(lines)
