@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -20,6 +21,7 @@ from bots.base import Adapter
 from bots.console import ConsoleAdapter
 from core.errors import ConfigError, ModelError
 from core.gateway import Gateway
+from core.health import HealthServer
 from core.llm import OfflineChatModel, OpenAIChatModel, model_from_settings
 from core.logs import configure_logging
 from core.messages import ChatMessage
@@ -87,15 +89,42 @@ async def run(settings: Settings, args: argparse.Namespace) -> None:
         await _require_store(backend)
         gateway = Gateway(settings, backend, model)
         adapters = [build_adapter(name, settings, gateway, args) for name in dict.fromkeys(args.adapters)]
+        # A terminal chat serves no probes unless HEALTH_PORT is set explicitly.
+        console_only = [a.name for a in adapters] == ["console"] and "health_port" not in settings.model_fields_set
+        if settings.health_port and not console_only:
+            health = HealthServer(
+                backend=backend, metrics=gateway.metrics, adapters=adapters,
+                host=settings.health_host, port=settings.health_port,
+            )  # fmt: skip
+            await health.start()
+            stack.push_async_callback(health.stop)
         log.info(
             "starting %s on %s with model %s", ", ".join(a.name for a in adapters), _describe(backend), model.model_id
         )
-        try:
-            async with asyncio.TaskGroup() as group:
-                for adapter in adapters:
-                    group.create_task(adapter.run(), name=adapter.name)
-        except* ConfigError as group_error:
-            raise group_error.exceptions[0] from None  # one clear line, not an exception group
+        await _serve(adapters, gateway, settings.shutdown_grace_seconds)
+
+
+async def _serve(adapters: Sequence[Adapter], gateway: Gateway, grace_seconds: float) -> None:
+    """Run the adapters until one ends or SIGTERM/SIGINT; then let in-flight turns finish and stop them all."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(adapter.run(), name=adapter.name) for adapter in adapters]
+            for task in tasks:
+                task.add_done_callback(lambda _: stop.set())  # one adapter ending (console EOF) ends the run
+            await stop.wait()
+            log.info("stopping: letting in-flight turns finish (up to %ss)", grace_seconds)
+            await gateway.drain(grace_seconds)
+            for task in tasks:
+                task.cancel()
+    except* ConfigError as group_error:
+        raise group_error.exceptions[0] from None  # one clear line, not an exception group
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
 
 
 async def threads(settings: Settings, args: argparse.Namespace) -> None:

@@ -7,7 +7,9 @@ terminal as the model writes them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
+import threading
 from typing import TextIO
 from uuid import uuid4
 
@@ -51,17 +53,33 @@ class ConsoleAdapter:
         self._connected = True
         thread_id = self._gateway.thread_id(self._incoming(""))
         self._write(f"chat-gateway console — conversation {thread_id}. Type `help`; Ctrl-D quits.\n")
+        lines = self._read_lines()
         try:
             while True:
                 self._write(PROMPT)
-                line = await asyncio.to_thread(self._stdin.readline)  # a blocking read must not stall the loop
-                if line == "":
+                line = await lines.get()
+                if line is None:
                     self._write("\n")
                     return
                 if line.strip():
-                    await self._turn(line.rstrip("\n"))
+                    async with self._gateway.in_flight():
+                        await self._turn(line.rstrip("\n"))
         finally:
             self._connected = False
+
+    def _read_lines(self) -> asyncio.Queue[str | None]:
+        """Lines of stdin, read by a daemon thread: a blocked read must neither stall the loop nor delay exit."""
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def read() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed first: nobody is listening any more
+                for line in iter(self._stdin.readline, ""):
+                    loop.call_soon_threadsafe(lines.put_nowait, line)
+                loop.call_soon_threadsafe(lines.put_nowait, None)
+
+        threading.Thread(target=read, name="console-stdin", daemon=True).start()
+        return lines
 
     def _incoming(self, text: str) -> IncomingMessage:
         return IncomingMessage(

@@ -8,6 +8,7 @@ message; only after the model answered are the user message and the reply stored
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -43,6 +44,7 @@ def estimate_tokens(message: ChatMessage) -> int:
 class AgentResponse:
     text: str
     messages: list[ChatMessage]
+    model_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +119,9 @@ class Agent:
         """
         thread = thread if thread is not None else self.get_new_thread()
         prompt, request = await self._prepare(message, thread)
+        started = time.perf_counter()
         text = await self.model.complete(request)
-        return await self._commit(thread, prompt, text)
+        return await self._commit(thread, prompt, text, time.perf_counter() - started)
 
     async def run_stream(
         self, message: str | ChatMessage, *, thread: AgentThread | None = None
@@ -127,10 +130,12 @@ class Agent:
         thread = thread if thread is not None else self.get_new_thread()
         prompt, request = await self._prepare(message, thread)
         parts: list[str] = []
+        started = time.perf_counter()
         async for delta in self.model.stream(request):
             parts.append(delta)
             yield AgentResponseUpdate(text=delta)
-        yield AgentResponseUpdate(text="", response=await self._commit(thread, prompt, "".join(parts)))
+        response = await self._commit(thread, prompt, "".join(parts), time.perf_counter() - started)
+        yield AgentResponseUpdate(text="", response=response)
 
     async def _prepare(
         self, message: str | ChatMessage, thread: AgentThread
@@ -153,10 +158,12 @@ class Agent:
             kept.append(message)
         return kept[::-1]
 
-    async def _commit(self, thread: AgentThread, prompt: ChatMessage, text: str) -> AgentResponse:
+    async def _commit(
+        self, thread: AgentThread, prompt: ChatMessage, text: str, model_seconds: float
+    ) -> AgentResponse:
         answer = ChatMessage(role="assistant", text=text, author_id=self.name)
         await thread.add_messages([prompt, answer])
-        return AgentResponse(text=text, messages=[prompt, answer])
+        return AgentResponse(text=text, messages=[prompt, answer], model_seconds=model_seconds)
 
 
 class AgentFactory:

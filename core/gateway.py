@@ -8,16 +8,17 @@ else happens; every failure becomes a short reply and a log line, and the proces
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from core.agent import Agent, AgentResponse, AgentThread, ChatModel
 from core.commands import Command, describe_duration, help_text, parse_command
-from core.errors import GatewayError, ModelTimeoutError
+from core.errors import GatewayError, ModelError, ModelTimeoutError, StoreError
 from core.logs import turn_context
 from core.messages import ChatMessage
+from core.metrics import Metrics
 from core.ordering import ThreadTurns, TurnTicket
 from core.settings import Settings
 from core.store.base import MemoryBackend
@@ -30,12 +31,15 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str], Awaitable[None]]
 _RATE_WINDOW_SECONDS = 60
+_SHUTTING_DOWN = "I'm restarting right now, so I didn't read that. Please send it again in a minute."
 
 
 class Gateway:
     """Shared by every adapter of a process; holds no per-conversation state beyond turns in flight."""
 
-    def __init__(self, settings: Settings, backend: MemoryBackend, model: ChatModel) -> None:
+    def __init__(
+        self, settings: Settings, backend: MemoryBackend, model: ChatModel, *, metrics: Metrics | None = None
+    ) -> None:
         self._settings = settings
         self._backend = backend
         self.agent = Agent(
@@ -49,7 +53,11 @@ class Gateway:
             expire_seconds=settings.lock_timeout_seconds,
             wait_seconds=settings.lock_timeout_seconds + settings.model_timeout_seconds,
         )
-        self.stats: Counter[str] = Counter()
+        self.metrics = metrics or Metrics()
+        self._accepting = True
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @property
     def backend(self) -> MemoryBackend:
@@ -74,28 +82,63 @@ class Gateway:
         """
         if not incoming.text.strip():
             return None
+        if not self._accepting:
+            return Reply(_SHUTTING_DOWN, kind="busy")
         thread_id = self.thread_id(incoming)
         ticket = self._turns.reserve(incoming.platform, thread_id)  # before any await: arrival order
         with turn_context(platform=incoming.platform, event_id=incoming.event_id, thread_id=thread_id):
-            started = time.perf_counter()
-            try:
-                reply = await self._handle(incoming, thread_id, ticket, on_progress)
-            except GatewayError as exc:
-                log.warning("turn failed: %s", exc, extra={"outcome": type(exc).__name__})
-                reply = Reply(exc.user_message, kind="error", thread_id=thread_id)
-            except Exception:
-                log.exception("turn crashed", extra={"outcome": "crash"})
-                reply = Reply(GatewayError.user_message, kind="error", thread_id=thread_id)
-            finally:
-                ticket.done()
-            outcome = "duplicate" if reply is None else reply.kind
-            self.stats[f"{incoming.platform}:{outcome}"] += 1
-            log.info(
-                "turn %s",
-                outcome,
-                extra={"outcome": outcome, "total_ms": round((time.perf_counter() - started) * 1000, 2)},
-            )
-            return reply
+            async with self.in_flight():
+                started = time.perf_counter()
+                try:
+                    reply = await self._handle(incoming, thread_id, ticket, on_progress)
+                except GatewayError as exc:
+                    self._count_failure(incoming.platform, exc)
+                    log.warning("turn failed: %s", exc, extra={"outcome": type(exc).__name__})
+                    reply = Reply(exc.user_message, kind="error", thread_id=thread_id)
+                except Exception:
+                    log.exception("turn crashed", extra={"outcome": "crash"})
+                    reply = Reply(GatewayError.user_message, kind="error", thread_id=thread_id)
+                finally:
+                    ticket.done()
+                self._record(incoming.platform, reply, time.perf_counter() - started)
+                return reply
+
+    @contextlib.asynccontextmanager
+    async def in_flight(self) -> AsyncIterator[None]:
+        """Count a piece of work that shutdown waits for; adapters wrap handling and posting in it."""
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def drain(self, grace_seconds: float) -> bool:
+        """Refuse new turns and wait for those in flight; False if some were still running at the deadline."""
+        self._accepting = False
+        try:
+            async with asyncio.timeout(grace_seconds):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("shutdown grace of %ss ran out with %d turns in flight", grace_seconds, self._in_flight)
+            return False
+        return True
+
+    def _count_failure(self, platform: str, exc: GatewayError) -> None:
+        if isinstance(exc, StoreError):
+            self.metrics.store_errors.labels(platform).inc()
+        elif isinstance(exc, ModelError):
+            self.metrics.model_errors.labels(platform).inc()
+
+    def _record(self, platform: str, reply: Reply | None, seconds: float) -> None:
+        outcome = "duplicate" if reply is None else reply.kind
+        self.metrics.turns.labels(platform, outcome).inc()
+        self.metrics.turn_seconds.labels(platform).observe(seconds)
+        if reply is None:
+            self.metrics.duplicates.labels(platform).inc()
+        log.info("turn %s", outcome, extra={"outcome": outcome, "total_ms": round(seconds * 1000, 2)})
 
     async def _handle(
         self, incoming: IncomingMessage, thread_id: str, ticket: TurnTicket, on_progress: ProgressCallback | None
@@ -114,6 +157,8 @@ class Gateway:
                 return Reply(await self._run_command(command, thread), kind="command", thread_id=thread_id)
             prompt = ChatMessage(role="user", text=incoming.text, author_id=incoming.user_id)
             response = await self._run_agent(prompt, thread, on_progress)
+        self.metrics.model_seconds.labels(namespace).observe(response.model_seconds)
+        self.metrics.threads_touched.labels(namespace).inc()
         return Reply(response.text, kind="answer", thread_id=thread_id)
 
     async def _check_limits(self, incoming: IncomingMessage, thread_id: str) -> Reply | None:
@@ -129,6 +174,7 @@ class Gateway:
             window = int(time.time() // _RATE_WINDOW_SECONDS)
             counter = f"{incoming.platform}:{incoming.user_id}:{window}"
             if await self._backend.count_hit(counter, _RATE_WINDOW_SECONDS) > per_minute:
+                self.metrics.rate_limited.labels(incoming.platform).inc()
                 text = f"You're sending messages faster than I can answer ({per_minute} a minute). Please wait a bit."
                 return Reply(text, kind="limit", thread_id=thread_id)
         return None

@@ -1,0 +1,41 @@
+"""Prometheus metrics of the gateway, in a registry of their own (never the process-global one).
+
+Labels stay low-cardinality: platform and outcome only, never user, channel or thread IDs.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.turns = Counter("chat_gateway_turns", "Messages handled, by outcome", ["platform", "outcome"], registry=r)
+        self.turn_seconds = Histogram(
+            "chat_gateway_turn_seconds", "Time in the gateway per message", ["platform"], buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.model_seconds = Histogram(
+            "chat_gateway_model_seconds", "Time waiting for the model per turn", ["platform"], buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.store_errors = Counter("chat_gateway_store_errors", "Turns failed by the store", ["platform"], registry=r)
+        self.model_errors = Counter("chat_gateway_model_errors", "Turns failed by the model", ["platform"], registry=r)
+        self.duplicates = Counter(
+            "chat_gateway_duplicates_dropped", "Repeated deliveries dropped", ["platform"], registry=r
+        )
+        self.rate_limited = Counter(
+            "chat_gateway_rate_limited", "Messages refused by the per-user rate limit", ["platform"], registry=r
+        )
+        self.threads_touched = Counter(
+            "chat_gateway_thread_writes", "Conversations written to (one per stored turn)", ["platform"], registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
