@@ -36,8 +36,8 @@ $(BIN)/python:
 		echo "python3-venv is missing; installing it with apt-get"; rm -rf $(VENV); \
 		$(APT) update -qq && $(APT) install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); }
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml requirements.lock
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[test]'
+$(VENV)/.installed: $(BIN)/python pyproject.toml requirements-dev.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements-dev.lock -e '.[test]'
 	@touch $@
 
 redis-server:
@@ -46,10 +46,15 @@ redis-server:
 		{ $(APT) update -qq && $(APT) install -y -qq redis-server redis-tools >/dev/null; } || { \
 		echo "could not install redis-server: run 'apt-get install redis-server' as root, then make test again" >&2; exit 1; }; }
 
-# Refresh the exact versions after changing dependencies in pyproject.toml.
+# Refresh the exact versions after changing dependencies in pyproject.toml: requirements.lock is
+# what the image installs (runtime only), requirements-dev.lock what make test installs.
 lock: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^chat-gateway' > requirements.lock
+	$(BIN)/python -m pip freeze --exclude-editable | grep -vi '^chat.gateway' > requirements-dev.lock
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q -c requirements-dev.lock .
+	.lock-venv/bin/pip freeze | grep -vi '^chat.gateway' > requirements.lock
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache
