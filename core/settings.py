@@ -46,6 +46,8 @@ class Settings(BaseSettings):
 
     # Memory
     redis_url: str | None = Field(None, description="Redis URL; unset = embedded SQLite store under DATA_DIR")
+    redis_cluster: bool = Field(False, description="Treat REDIS_URL as a Redis Cluster node (or use redis+cluster://)")
+    redis_sentinel_master: str | None = Field(None, description="Primary's name for redis+sentinel:// URLs")
     redis_timeout_seconds: float = Field(2.0, gt=0, description="Redis connect and command timeout")
     redis_pool_size: int = Field(50, ge=1, description="Most Redis connections one process opens")
     data_dir: Path = Field(Path("data"), description="Where the embedded store keeps its SQLite file")

@@ -18,6 +18,8 @@ def open_backend(settings: Settings) -> RedisConnection | SqliteConnection:
             settings.redis_url,
             timeout_seconds=settings.redis_timeout_seconds,
             pool_size=settings.redis_pool_size,
+            cluster=settings.redis_cluster,
+            sentinel_master=settings.redis_sentinel_master,
             key_prefix=settings.key_prefix,
             max_messages=settings.store_max_messages,
             ttl_seconds=settings.store_ttl_seconds,

@@ -21,6 +21,7 @@ from core.errors import StoreError, StoreUnavailableError
 from core.messages import ChatMessage
 from core.store.codec import decode_messages
 from core.store.keys import message_key
+from core.store.topology import RedisClient
 
 __all__ = ["DEFAULT_URL", "RedisChatMessageStore", "describe_client", "translate_redis_error"]
 
@@ -49,14 +50,17 @@ return seen and 0 or n
 
 
 def describe_client(client: Any) -> str:
-    """`host:port` (or the socket path) of a redis-py client, for error messages; never a password."""
-    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    """Where a redis-py client points (`host:port`, socket, cluster nodes, sentinel service); never a password."""
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", {})
     if "path" in kwargs:
         return f"unix:{kwargs['path']}"
     if "host" in kwargs:
         return f"{kwargs['host']}:{kwargs.get('port', 6379)}"
-    nodes = getattr(client, "startup_nodes", None)
-    return ",".join(f"{n.host}:{n.port}" for n in nodes) if nodes else "redis"
+    if getattr(pool, "service_name", None):
+        return f"sentinel service {pool.service_name}"  # type: ignore[union-attr]  # a SentinelConnectionPool
+    nodes = getattr(getattr(client, "nodes_manager", None), "startup_nodes", {})
+    return "cluster " + ",".join(nodes) if nodes else "redis"
 
 
 def translate_redis_error(exc: RedisError, client: Any, what: str) -> StoreError:
@@ -73,7 +77,7 @@ class RedisChatMessageStore:
         self,
         redis_url: str | None = None,
         *,
-        client: Redis | None = None,
+        client: RedisClient | None = None,
         thread_id: str | None = None,
         key_prefix: str = "chat",
         namespace: str | None = None,
@@ -84,7 +88,7 @@ class RedisChatMessageStore:
             raise ValueError("max_messages must be a positive number, or None to keep every message")
         if ttl_seconds is not None and ttl_seconds <= 0:
             raise ValueError("ttl_seconds must be a positive number, or None to never expire")
-        self._client: Redis = client if client is not None else Redis.from_url(redis_url or DEFAULT_URL)  # no I/O yet
+        self._client: RedisClient = client if client is not None else Redis.from_url(redis_url or DEFAULT_URL)  # no I/O
         self._owns_client = client is None
         self._redis_url = redis_url
         self.key_prefix = key_prefix

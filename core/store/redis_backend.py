@@ -11,41 +11,30 @@ from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
 
-from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.lock import Lock
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import LockError, RedisError
 
 from core.store.base import ThreadRef
 from core.store.codec import parse_message_key
 from core.store.keys import event_key, lock_key
 from core.store.redis import RedisChatMessageStore, describe_client, translate_redis_error
+from core.store.topology import RedisClient, build_client
 
-__all__ = ["RedisConnection", "RedisTurnLock", "build_client"]
+__all__ = ["RedisConnection", "RedisTurnLock"]
 
 _LOCK_POLL_SECONDS = 0.005
-
-
-def build_client(url: str, *, timeout_seconds: float = 2.0, pool_size: int = 50) -> Redis:
-    """A client on a bounded pool that waits for a free connection instead of opening more."""
-    retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2)
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=pool_size,
-        timeout=timeout_seconds,
-        socket_timeout=timeout_seconds,
-        socket_connect_timeout=timeout_seconds,
-        retry=retry,
-        health_check_interval=30,
-    )
-    return Redis.from_pool(pool)
+# One key, so it runs on Redis Cluster too; atomic, so a counter never lives without its expiry.
+_COUNT_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
 
 
 class RedisTurnLock:
     """A thread's turn as a redis-py `Lock`: owner token, expiry, released only by its owner."""
 
-    def __init__(self, client: Redis, key: str, expire_seconds: float) -> None:
+    def __init__(self, client: RedisClient, key: str, expire_seconds: float) -> None:
         self._lock: Lock = client.lock(
             key, timeout=expire_seconds, sleep=_LOCK_POLL_SECONDS, thread_local=False, raise_on_release_error=False
         )
@@ -78,7 +67,7 @@ class RedisConnection:
 
     def __init__(
         self,
-        client: Redis,
+        client: RedisClient,
         *,
         key_prefix: str = "chat",
         max_messages: int | None = None,
@@ -90,10 +79,24 @@ class RedisConnection:
         self.max_messages = max_messages
         self.ttl_seconds = ttl_seconds
         self._owns_client = owns_client
+        self._count = client.register_script(_COUNT_SCRIPT)
 
     @classmethod
-    def from_url(cls, url: str, *, timeout_seconds: float = 2.0, pool_size: int = 50, **kwargs: Any) -> RedisConnection:
-        return cls(build_client(url, timeout_seconds=timeout_seconds, pool_size=pool_size), owns_client=True, **kwargs)
+    def from_url(
+        cls,
+        url: str,
+        *,
+        timeout_seconds: float = 2.0,
+        pool_size: int = 50,
+        cluster: bool = False,
+        sentinel_master: str | None = None,
+        **kwargs: Any,
+    ) -> RedisConnection:
+        """Build and own a client for `url` (a server, a Cluster or Sentinel: see core.store.topology)."""
+        client = build_client(
+            url, timeout_seconds=timeout_seconds, pool_size=pool_size, cluster=cluster, sentinel_master=sentinel_master
+        )
+        return cls(client, owns_client=True, **kwargs)
 
     def describe(self) -> str:
         return f"redis at {describe_client(self.client)}"
@@ -128,13 +131,9 @@ class RedisConnection:
         """Count one hit on a fixed-window counter and return the window's total so far."""
         key = f"{self.key_prefix}:rate:{name}"
         try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.incr(key)
-                pipe.expire(key, window_seconds, nx=True)
-                count, _ = await pipe.execute()
+            return int(await self._count(keys=[key], args=[window_seconds]))
         except RedisError as exc:
             raise translate_redis_error(exc, self.client, f"counting {key}") from exc
-        return int(count)
 
     async def set_flag(self, name: str, ttl_seconds: int | None) -> None:
         key = f"{self.key_prefix}:flag:{name}"

@@ -1,0 +1,87 @@
+"""One redis-py client for whichever topology REDIS_URL names: a server, a Cluster, or a Sentinel-managed primary.
+
+Failover and slot moves are redis-py's (`RedisCluster`, `Sentinel.master_for`), retried by its
+`Retry` policy; there is no home-made sharding or failover here.
+
+    redis://[user:pass@]host:port/db           one server (rediss:// for TLS, unix:///path.sock)
+    redis+cluster://[user:pass@]h1:p1,h2:p2    Redis Cluster, from any of its nodes (or REDIS_CLUSTER=true)
+    redis+sentinel://[:pass@]s1:p1,s2:p2/db    the primary that the sentinels name REDIS_SENTINEL_MASTER
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialWithJitterBackoff
+
+from core.errors import ConfigError
+
+__all__ = ["RedisClient", "build_client"]
+
+RedisClient = Redis | RedisCluster
+
+
+def _retry() -> Retry:
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=3)
+
+
+def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
+    hosts = netloc.rpartition("@")[2]
+    pairs = []
+    for item in hosts.split(","):
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
+        pairs.append((host or item, int(port) if port else default_port))
+    return pairs
+
+
+def _credentials(netloc: str) -> tuple[str | None, str | None]:
+    userinfo = netloc.rpartition("@")[0]
+    if not userinfo:
+        return None, None
+    user, _, password = userinfo.partition(":")
+    return (unquote(user) or None), (unquote(password) or None)
+
+
+def build_client(
+    url: str,
+    *,
+    timeout_seconds: float = 2.0,
+    pool_size: int = 50,
+    cluster: bool = False,
+    sentinel_master: str | None = None,
+) -> RedisClient:
+    """A client that does no I/O until first use; the caller owns it and closes it with `aclose()`.
+
+    Raises:
+        ConfigError: a Sentinel URL without REDIS_SENTINEL_MASTER.
+    """
+    parts = urlsplit(url)
+    username, password = _credentials(parts.netloc)
+    if parts.scheme.endswith("+cluster") or cluster:
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in _hosts(parts.netloc, 6379)],
+            username=username, password=password, ssl=parts.scheme.startswith("rediss"),
+            max_connections=pool_size, retry=_retry(),
+            socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
+        )  # fmt: skip
+    if parts.scheme == "redis+sentinel":
+        if not sentinel_master:
+            raise ConfigError("REDIS_URL names sentinels: set REDIS_SENTINEL_MASTER to the primary's service name")
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves Sentinel.__init__ untyped
+            _hosts(parts.netloc, 26379), socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds
+        )
+        master: Redis = sentinel.master_for(
+            sentinel_master, username=username, password=password, db=int(parts.path.strip("/") or 0),
+            retry=_retry(), max_connections=pool_size,
+            socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
+        )  # fmt: skip
+        return master
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=pool_size, timeout=timeout_seconds, retry=_retry(), health_check_interval=30,
+        socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
+    )  # fmt: skip
+    return Redis.from_pool(pool)
