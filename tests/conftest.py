@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from core.settings import Settings
 from tests.fakes.openai_server import FakeOpenAI
+from tests.support.redis_cluster import LocalCluster
 from tests.support.redis_proc import RedisServer
 
 
@@ -24,6 +25,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A real 3-primary, 3-replica Redis Cluster, shared by the session (started on first use)."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

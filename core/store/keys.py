@@ -7,7 +7,7 @@ them), so the tag always closes where we mean it to.
 
 from __future__ import annotations
 
-__all__ = ["event_key", "lock_key", "message_key", "thread_prefix"]
+__all__ = ["event_key", "lock_key", "message_key", "thread_prefix", "writes_key"]
 
 
 def thread_prefix(key_prefix: str, namespace: str | None, thread_id: str) -> str:
@@ -20,6 +20,11 @@ def thread_prefix(key_prefix: str, namespace: str | None, thread_id: str) -> str
 def message_key(key_prefix: str, namespace: str | None, thread_id: str) -> str:
     """`<prefix>:<platform>:{<thread_id>}:messages`, the LIST of JSON messages."""
     return f"{thread_prefix(key_prefix, namespace, thread_id)}:messages"
+
+
+def writes_key(key_prefix: str, namespace: str | None, thread_id: str) -> str:
+    """`<prefix>:<platform>:{<thread_id>}:writes`, the IDs of the latest writes, so a retried write is not stored twice."""
+    return f"{thread_prefix(key_prefix, namespace, thread_id)}:writes"
 
 
 def lock_key(key_prefix: str, namespace: str | None, thread_id: str) -> str:

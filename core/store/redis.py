@@ -20,32 +20,31 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from core.errors import StoreError, StoreUnavailableError
 from core.messages import ChatMessage
 from core.store.codec import decode_messages
-from core.store.keys import message_key
+from core.store.keys import message_key, writes_key
 from core.store.topology import RedisClient
 
 __all__ = ["DEFAULT_URL", "RedisChatMessageStore", "describe_client", "translate_redis_error"]
 
 DEFAULT_URL = "redis://localhost:6379"
 
-# A call whose reply was lost after the write ran is retried by redis-py; finding its own batch
-# already at the tail of the list, the retry writes nothing, so a turn is never stored twice.
+# redis-py retries a call whose reply was lost, even when the write had run. Each batch leaves its
+# ID in a short per-thread list, so a retry finds it and writes nothing: a turn is never stored
+# twice, whatever else was appended in between.
 _ADD_SCRIPT = """
-local key, max, ttl = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
-local n = #ARGV - 2
-local check = n
-if max > 0 and max < check then check = max end
-local seen = check > 0
-for i = 0, check - 1 do
-  if redis.call('LINDEX', key, -1 - i) ~= ARGV[#ARGV - i] then seen = false break end
+local key, writes = KEYS[1], KEYS[2]
+local max, ttl, batch = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+if redis.call('LPOS', writes, batch) then return 0 end
+for first = 4, #ARGV, 1000 do
+  redis.call('RPUSH', key, unpack(ARGV, first, math.min(first + 999, #ARGV)))
 end
-if not seen then
-  for first = 3, #ARGV, 1000 do
-    redis.call('RPUSH', key, unpack(ARGV, first, math.min(first + 999, #ARGV)))
-  end
-  if max > 0 then redis.call('LTRIM', key, -max, -1) end
+if max > 0 then redis.call('LTRIM', key, -max, -1) end
+redis.call('LPUSH', writes, batch)
+redis.call('LTRIM', writes, 0, 31)
+if ttl > 0 then
+  redis.call('EXPIRE', key, ttl)
+  redis.call('EXPIRE', writes, ttl)
 end
-if ttl > 0 then redis.call('EXPIRE', key, ttl) end
-return seen and 0 or n
+return #ARGV - 3
 """
 
 
@@ -97,6 +96,7 @@ class RedisChatMessageStore:
         self.ttl_seconds = ttl_seconds
         self.thread_id = thread_id or f"thread_{uuid4().hex}"
         self._key = message_key(key_prefix, namespace, self.thread_id)
+        self._writes_key = writes_key(key_prefix, namespace, self.thread_id)
         self._add = self._client.register_script(_ADD_SCRIPT)
 
     @property
@@ -112,9 +112,10 @@ class RedisChatMessageStore:
         """
         if not messages:
             return
-        args: list[str | int] = [self.max_messages or 0, self.ttl_seconds or 0, *(m.to_json() for m in messages)]
+        batch = messages[0].message_id
+        args: list[str | int] = [self.max_messages or 0, self.ttl_seconds or 0, batch, *(m.to_json() for m in messages)]
         try:
-            await self._add(keys=[self._key], args=args)
+            await self._add(keys=[self._key, self._writes_key], args=args)
         except RedisError as exc:
             raise translate_redis_error(exc, self._client, f"a write to {self._key}") from exc
 
@@ -138,7 +139,7 @@ class RedisChatMessageStore:
             StoreUnavailableError: Redis did not answer.
         """
         try:
-            await self._client.delete(self._key)
+            await self._client.delete(self._key, self._writes_key)
         except RedisError as exc:
             raise translate_redis_error(exc, self._client, f"a delete of {self._key}") from exc
 
@@ -175,6 +176,7 @@ class RedisChatMessageStore:
         self.max_messages = state.get("max_messages", self.max_messages)
         self.ttl_seconds = state.get("ttl_seconds", self.ttl_seconds)
         self._key = message_key(self.key_prefix, self.namespace, self.thread_id)
+        self._writes_key = writes_key(self.key_prefix, self.namespace, self.thread_id)
 
     @classmethod
     async def deserialize(cls, state: dict[str, Any], **overrides: Any) -> RedisChatMessageStore:

@@ -10,6 +10,7 @@ Failover and slot moves are redis-py's (`RedisCluster`, `Sentinel.master_for`), 
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -23,6 +24,20 @@ from core.errors import ConfigError
 __all__ = ["RedisClient", "build_client"]
 
 RedisClient = Redis | RedisCluster
+
+
+class _ClusterClient(RedisCluster):
+    """`RedisCluster` that learns the slot map before its first command.
+
+    redis-py 8.1 picks a command's target before initialising, so the first commands of a fresh
+    client go to a random node, meet MOVED, and the reinitialisation that follows drops connections
+    of commands already sent, which are then retried (a duplicate write, or an AttributeError).
+    """
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self._initialize:
+            await self.initialize()
+        return await super().execute_command(*args, **kwargs)
 
 
 def _retry() -> Retry:
@@ -62,7 +77,7 @@ def build_client(
     parts = urlsplit(url)
     username, password = _credentials(parts.netloc)
     if parts.scheme.endswith("+cluster") or cluster:
-        return RedisCluster(
+        return _ClusterClient(
             startup_nodes=[ClusterNode(host, port) for host, port in _hosts(parts.netloc, 6379)],
             username=username, password=password, ssl=parts.scheme.startswith("rediss"),
             max_connections=pool_size, retry=_retry(),
