@@ -30,10 +30,10 @@ def _require_url(value: str | None, schemes: tuple[str, ...], name: str) -> str 
         raise ValueError(f"must be a URL starting with one of {', '.join(s + '://' for s in schemes)}")
     if parts.scheme != "unix" and not parts.netloc:
         raise ValueError(f"{name} needs a host, as in {schemes[0]}://host:port")
-    try:
-        parts.port  # noqa: B018 -- raises ValueError on a non-numeric port
-    except ValueError as exc:
-        raise ValueError("has a port that is not a number from 0 to 65535") from exc
+    for host in parts.netloc.rpartition("@")[2].split(","):  # cluster and sentinel URLs list several
+        port = host.rpartition(":")[2] if ":" in host else "0"
+        if not port.isdigit() or int(port) > 65535:
+            raise ValueError("has a port that is not a number from 0 to 65535")
     return value
 
 
@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     discord_api_url: str | None = Field(None, description="Discord REST base URL; unset = Discord's")
     discord_allow_bots: bool = Field(False, description="Answer other bots' messages")
     discord_shard_count: int | None = Field(None, ge=1, description="Run the sharded client with this many shards")
+    discord_guild_ids: str | None = Field(None, description="Answer only in these guilds (comma-separated IDs)")
+    discord_channel_ids: str | None = Field(None, description="Answer only in these channels (comma-separated IDs)")
 
     # Operations
     health_port: int = Field(8080, ge=0, le=65535, description="/healthz, /readyz and /metrics; 0 = off")

@@ -23,7 +23,7 @@ def message_key(key_prefix: str, namespace: str | None, thread_id: str) -> str:
 
 
 def writes_key(key_prefix: str, namespace: str | None, thread_id: str) -> str:
-    """`<prefix>:<platform>:{<thread_id>}:writes`, the IDs of the latest writes, so a retried write is not stored twice."""
+    """`<prefix>:<platform>:{<thread_id>}:writes`, IDs of the latest writes: a retried write is not stored twice."""
     return f"{thread_prefix(key_prefix, namespace, thread_id)}:writes"
 
 

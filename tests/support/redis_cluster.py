@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
-
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -25,16 +24,25 @@ def wait_until_sync(condition: Callable[[], bool], *, timeout: float = 30, every
         time.sleep(every)  # polling a server's own state; the deadline is the contract
 
 
+def _link_up(client: Redis) -> bool:
+    """A primary is fine as it is; a replica must have finished its first sync."""
+    info = client.info("replication")
+    return info["role"] == "master" or info.get("master_link_status") == "up"
+
+
 class LocalCluster:
     def __init__(self, directory: Path, *, primaries: int = 3, node_timeout_ms: int = 2000) -> None:
-        self.nodes = [
-            RedisServer(directory / f"node{i}", args=[
+        def args() -> list[str]:
+            return [
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(node_timeout_ms), "--appendonly", "yes",
-                "--cluster-port", str(free_port()),  # else port + 10000, which may not exist or be free
-            ])  # fmt: skip
-            for i in range(primaries * 2)
-        ]
+                # The bus port is otherwise port + 10000, which may not exist or be free.
+                "--cluster-port", str(free_port()),
+                # Replicas in sync at once, not after Redis's 5 s diskless-sync delay.
+                "--repl-diskless-sync-delay", "0",
+            ]  # fmt: skip
+
+        self.nodes = [RedisServer(directory / f"node{i}", args=args()) for i in range(primaries * 2)]
 
     @property
     def url(self) -> str:
@@ -64,6 +72,8 @@ class LocalCluster:
                     live = [n for n in self.nodes if n.proc is not None]
                     if text.count("slave") < len(live) - len(live) // 2 or "fail" in text:
                         return False
+                    if not _link_up(client):
+                        return False
             return True
 
         wait_until_sync(all_ok, timeout=timeout)
@@ -77,8 +87,9 @@ class LocalSentinels:
     """One primary, one replica and three sentinels watching them as `mymaster`."""
 
     def __init__(self, directory: Path, *, down_after_ms: int = 1000) -> None:
-        self.primary = RedisServer(directory / "primary", args=["--appendonly", "yes"])
-        self.replica = RedisServer(directory / "replica", args=["--appendonly", "yes"])
+        quick_sync = ["--appendonly", "yes", "--repl-diskless-sync-delay", "0"]
+        self.primary = RedisServer(directory / "primary", args=list(quick_sync))
+        self.replica = RedisServer(directory / "replica", args=list(quick_sync))
         self.directory = directory
         self.down_after_ms = down_after_ms
         self.sentinels: list[subprocess.Popen[bytes]] = []
@@ -103,6 +114,12 @@ class LocalSentinels:
             self.sentinels.append(
                 subprocess.Popen(["redis-server", str(config), "--sentinel"], stdout=subprocess.DEVNULL)
             )
+
+        def replica_in_sync() -> bool:
+            with Redis(host="127.0.0.1", port=self.replica.port) as client:
+                return _link_up(client)
+
+        wait_until_sync(replica_in_sync, timeout=30)
 
         def sentinels_see_replica() -> bool:
             for port in self.sentinel_ports:

@@ -1,0 +1,225 @@
+"""The Slack adapter: slack-bolt's AsyncApp on the shared gateway, in Socket Mode or signed HTTP mode.
+
+Socket Mode when SLACK_APP_TOKEN (xapp-...) is set; otherwise HTTP on PORT at `/slack/events`,
+where bolt checks every request's signature against SLACK_SIGNING_SECRET before anything else runs
+(a forged, stale or unsigned request gets 401). Every Web API call, Socket Mode's
+`apps.connections.open` included, goes through one `AsyncWebClient` on SLACK_API_URL.
+
+Credentials: missing ones raise `ConfigError` from the constructor (which does no I/O), rejected
+ones from `run()`, before anything is served; each names the variable to set.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EVENTS_PATH", "SlackAdapter", "api_base_url"]
+
+import asyncio
+import logging
+from typing import Literal
+
+from aiohttp import web
+from pydantic import SecretStr
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.app.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.slack.events import PLATFORM
+from bots.slack.replies import error_code
+from bots.slack.turns import OutcomeHook, SlackTurns
+from core.errors import ConfigError
+from core.gateway import Gateway
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+_DEFAULT_API_URL = "https://slack.com/api/"
+# Errors that mean the token itself is wrong, not that Slack is having a bad minute.
+_REJECTED = frozenset(
+    {
+        "not_authed",
+        "invalid_auth",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "not_allowed_token_type",
+        "invalid_token_type",
+        "no_permission",
+        "missing_scope",
+        "team_access_not_granted",
+    }
+)
+
+
+def api_base_url(url: str | None) -> str:
+    """SLACK_API_URL with its trailing slash: slack_sdk joins method names with urljoin, which drops
+    the last path segment ("api") of a base URL without one."""
+    return (url or _DEFAULT_API_URL).rstrip("/") + "/"
+
+
+def _secret(value: SecretStr | None) -> str:
+    return value.get_secret_value().strip() if value is not None else ""
+
+
+class SlackAdapter:
+    """One Slack app connection; `SlackAdapter(settings=..., gateway=...)`, then `await run()`.
+
+    Args:
+        settings: SLACK_* settings, PORT (HTTP mode) and THREAD_TTL_SECONDS (thread memory).
+        gateway: the process's shared gateway; its backend remembers the threads the bot is in.
+        host: the interface HTTP mode listens on.
+        progress_interval_seconds: the least time between two progress updates of a reply.
+        drain_seconds: how long turns in flight may finish when `run()` is cancelled.
+        on_outcome: called with each delivery's `TurnOutcome` (metrics; tests wait on it).
+
+    Raises:
+        ConfigError: SLACK_BOT_TOKEN is missing or no xoxb- token, SLACK_APP_TOKEN is no xapp-
+            token, or HTTP mode lacks SLACK_SIGNING_SECRET.
+    """
+
+    name = PLATFORM
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        gateway: Gateway,
+        host: str = "0.0.0.0",  # noqa: S104 -- HTTP mode must be reachable by Slack; tests pass 127.0.0.1
+        progress_interval_seconds: float = 1.0,
+        drain_seconds: float = 10.0,
+        on_outcome: OutcomeHook | None = None,
+    ) -> None:
+        bot_token = _secret(settings.slack_bot_token)
+        self._app_token = _secret(settings.slack_app_token)
+        signing_secret = _secret(settings.slack_signing_secret)
+        if not bot_token.startswith("xoxb-"):
+            what = "is not set" if not bot_token else "is not a bot token"
+            raise ConfigError(f"SLACK_BOT_TOKEN {what}: set it to the app's xoxb- Bot User OAuth Token")
+        if self._app_token and not self._app_token.startswith("xapp-"):
+            raise ConfigError(
+                "SLACK_APP_TOKEN is not an app-level token: set an xapp- token, or unset it for HTTP mode"
+            )
+        if not self._app_token and not signing_secret:
+            raise ConfigError(
+                "SLACK_SIGNING_SECRET is not set: HTTP mode needs it to verify Slack's requests "
+                "(or set SLACK_APP_TOKEN for Socket Mode)"
+            )
+        self.mode: Literal["socket", "http"] = "socket" if self._app_token else "http"
+        self._host = host
+        self._port = settings.port
+        self._drain_seconds = drain_seconds
+        base_url = api_base_url(settings.slack_api_url)
+        self.client = AsyncWebClient(
+            token=bot_token,
+            base_url=base_url,
+            retry_handlers=[AsyncConnectionErrorRetryHandler(), AsyncRateLimitErrorRetryHandler(max_retry_count=2)],
+        )
+        # Progress updates pause on a rate limit instead of waiting it out (replies.py says why).
+        progress_client = AsyncWebClient(
+            token=bot_token, base_url=base_url, retry_handlers=[AsyncConnectionErrorRetryHandler()]
+        )
+        # Given the client and the secret, bolt uses neither SLACK_BOT_TOKEN nor SLACK_SIGNING_SECRET
+        # from the environment (it only warns when the first is set).
+        self.app = AsyncApp(name="chat-gateway", client=self.client, signing_secret=signing_secret)
+        self._turns = SlackTurns(
+            gateway=gateway,
+            client=self.client,
+            progress_client=progress_client,
+            allow_bots=settings.slack_allow_bots,
+            thread_ttl_seconds=settings.store_ttl_seconds,
+            progress_interval_seconds=progress_interval_seconds,
+            on_outcome=on_outcome,
+        )
+        self._turns.register(self.app)
+        self._socket: AsyncSocketModeHandler | None = None
+        self._site: web.TCPSite | None = None
+        self.port: int | None = None  # HTTP mode: the port actually bound (PORT may be 0)
+        self.ready = asyncio.Event()  # set once events can arrive
+
+    @property
+    def connected(self) -> bool:
+        """True while the Socket Mode session is open, or the HTTP site listens."""
+        if self._socket is not None:
+            session = self._socket.client.current_session
+            return not self._socket.client.closed and session is not None and not session.closed
+        return self._site is not None
+
+    async def run(self) -> None:
+        """Check the tokens, serve events until cancelled, then let turns in flight finish.
+
+        Raises:
+            ConfigError: Slack rejected SLACK_BOT_TOKEN or SLACK_APP_TOKEN, or PORT cannot be bound.
+        """
+        await self._check_bot_token()
+        try:
+            if self.mode == "socket":
+                await self._serve_socket_mode()
+            else:
+                await self._serve_http()
+        finally:
+            self.ready.clear()
+            await self._turns.drain(self._drain_seconds)
+
+    async def _check_bot_token(self) -> None:
+        try:
+            identity = await self.client.auth_test()
+        except SlackApiError as exc:
+            if error_code(exc) not in _REJECTED:
+                raise
+            raise ConfigError(
+                f"SLACK_BOT_TOKEN was rejected by Slack ({error_code(exc)}): set the app's current xoxb- token"
+            ) from None
+        log.info(
+            "slack bot identified",
+            extra={"platform": PLATFORM, "team_id": identity.get("team_id"), "bot_user_id": identity.get("user_id")},
+        )
+
+    async def _serve_socket_mode(self) -> None:
+        # Built here, not in __init__: the Socket Mode client needs the running loop.
+        handler = AsyncSocketModeHandler(self.app, app_token=self._app_token, web_client=self.client)
+        self._socket = handler
+        try:
+            try:
+                # The first URL is asked for here so that a rejected app token stops start-up
+                # instead of sending the client into its endless reconnect loop.
+                handler.client.wss_uri = await handler.client.issue_new_wss_url()
+            except SlackApiError as exc:
+                if error_code(exc) not in _REJECTED:
+                    raise
+                raise ConfigError(
+                    f"SLACK_APP_TOKEN was rejected by Slack ({error_code(exc)}): set an xapp- token "
+                    "with the connections:write scope"
+                ) from None
+            await handler.connect_async()  # type: ignore[no-untyped-call]  # bolt leaves it unannotated
+            self._serving()
+            await asyncio.Event().wait()  # serve until cancelled
+        finally:
+            self._socket = None
+            await handler.close_async()  # type: ignore[no-untyped-call]  # bolt leaves it unannotated
+
+    async def _serve_http(self) -> None:
+        web_app = self.app.web_app(path=EVENTS_PATH, port=self._port)
+        runner = web.AppRunner(web_app, access_log=None, shutdown_timeout=self._drain_seconds)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self._host, self._port)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise ConfigError(f"PORT {self._port} cannot be bound on {self._host} ({exc.strerror})") from None
+            self._site = site
+            self.port = int(runner.addresses[0][1])
+            self._serving()
+            await asyncio.Event().wait()  # serve until cancelled
+        finally:
+            self._site = None
+            await runner.cleanup()
+
+    def _serving(self) -> None:
+        self.ready.set()
+        log.info("slack connected", extra={"platform": PLATFORM, "mode": self.mode, "port": self.port})

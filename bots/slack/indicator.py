@@ -1,0 +1,85 @@
+"""Showing a user that the bot is working on their message, and taking it away when the turn ends.
+
+In a DM thread (the shape of Slack's assistant threads) the thread's status line
+(`assistant.threads.setStatus`); elsewhere, or where Slack refuses a status (the app is no
+assistant), an :eyes: reaction on the message. Best effort: a refusal or a lost request is logged and the turn goes on.
+The deliveries of one message (`app_mention` and `message`, Slack's retries) share one indicator
+in this process: the first to arrive shows it, the last to finish takes it away.
+"""
+
+from __future__ import annotations
+
+__all__ = ["WorkingIndicator"]
+
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.slack.events import SlackMessage
+from bots.slack.replies import TRANSPORT_ERRORS, error_code
+
+log = logging.getLogger(__name__)
+
+_Remover = Callable[[], Awaitable[bool]]
+
+
+class WorkingIndicator:
+    """Shared by every turn of one adapter."""
+
+    def __init__(self, client: AsyncWebClient, *, reaction: str = "eyes", status: str = "is thinking…") -> None:
+        self._client = client
+        self._reaction = reaction
+        self._status = status
+        self._holders: Counter[str] = Counter()
+        self._removers: dict[str, _Remover] = {}
+
+    @asynccontextmanager
+    async def shown(self, message: SlackMessage) -> AsyncIterator[None]:
+        """Show the indicator on `message` while the block runs."""
+        key = message.incoming.dedupe_key
+        self._holders[key] += 1
+        try:
+            if self._holders[key] == 1:
+                remover = await self._show(message)
+                if remover is not None:
+                    self._removers[key] = remover
+            yield
+        finally:
+            self._holders[key] -= 1
+            if self._holders[key] <= 0:
+                del self._holders[key]
+                remover = self._removers.pop(key, None)
+                if remover is not None:
+                    await remover()
+
+    async def _show(self, message: SlackMessage) -> _Remover | None:
+        channel, thread_ts = message.channel, message.reply_thread_ts
+        if message.is_dm and thread_ts is not None:
+            status = self._client.assistant_threads_setStatus
+            if await self._call(status(channel_id=channel, thread_ts=thread_ts, status=self._status)):
+                return lambda: self._call(status(channel_id=channel, thread_ts=thread_ts, status=""))
+        # already_reacted: another process shows it for the same message, and will take it away.
+        reactions = (self._client.reactions_add, self._client.reactions_remove)
+        if await self._call(reactions[0](channel=channel, timestamp=message.ts, name=self._reaction)):
+            return lambda: self._call(reactions[1](channel=channel, timestamp=message.ts, name=self._reaction))
+        return None
+
+    async def _call(self, request: Awaitable[Any]) -> bool:
+        try:
+            await request
+        except SlackApiError as exc:
+            log.info(
+                "slack indicator refused: %s",
+                error_code(exc),
+                extra={"platform": "slack", "slack_error": error_code(exc)},
+            )
+            return False
+        except TRANSPORT_ERRORS as exc:
+            log.warning("slack indicator failed: %s", type(exc).__name__, extra={"platform": "slack"})
+            return False
+        return True

@@ -1,0 +1,199 @@
+"""Posting one reply on Slack: progressive while the model writes, then the exact final text, once.
+
+`progress(text_so_far)` any number of times (the caller throttles it), then `finish(text)` once:
+- in a thread, progress goes through Slack's chat stream (chat.startStream / appendStream /
+  stopStream, via slack_sdk's `AsyncChatStream`); at the top level of a DM, where streams cannot
+  go, or where Slack refuses to start one, a message is posted and then edited (chat.update);
+- progress is best effort and uses `progress_client`, which has no rate-limit retries: waiting out
+  a Retry-After there would stall the model's stream. A `ratelimited` answer pauses progress for
+  its Retry-After; any other refusal stops progress for this reply. Nothing is lost either way:
+- `finish` makes the reply read exactly the final text, whatever progress showed, through the
+  main client (which retries per Retry-After); it posts `text.message_parts`, each part once, and
+  splits a part Slack finds too long (`msg_too_long`, `msg_blocks_too_long`) in halves.
+"""
+
+from __future__ import annotations
+
+__all__ = ["TRANSPORT_ERRORS", "SlackReply", "error_code"]
+
+import logging
+import time
+
+from aiohttp import ClientError
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web.async_chat_stream import AsyncChatStream
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.slack.text import (
+    MAX_PART_CHARS,
+    MAX_PARTS,
+    fallback_text,
+    markdown_blocks,
+    message_parts,
+    neutralise,
+    preview,
+    stable_prefix,
+)
+from core.chunking import split_message
+
+log = logging.getLogger(__name__)
+
+# What a Web API call raises besides Slack's own answer: the request never got one.
+TRANSPORT_ERRORS = (SlackClientError, ClientError, TimeoutError)
+_TOO_LONG = frozenset({"msg_too_long", "msg_blocks_too_long"})
+_MIN_PART_CHARS = 500
+
+
+def error_code(exc: SlackApiError) -> str:
+    """Slack's error code (`channel_not_found`, `ratelimited`, ...): safe to log, never the token."""
+    return str(exc.response.get("error") or "unknown_error")
+
+
+def _retry_after_seconds(exc: SlackApiError) -> float:
+    headers = getattr(exc.response, "headers", None) or {}
+    try:
+        return max(float(headers.get("Retry-After", 1)), 1.0)
+    except ValueError:
+        return 1.0
+
+
+class SlackReply:
+    """One reply, in one channel or thread; `posted` lists the ts of every message it wrote."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        progress_client: AsyncWebClient | None = None,
+        channel: str,
+        thread_ts: str | None,
+        recipient_team_id: str | None = None,
+        recipient_user_id: str | None = None,
+        part_chars: int = MAX_PART_CHARS,
+        max_parts: int = MAX_PARTS,
+    ) -> None:
+        self._client = client
+        self._progress_client = progress_client or client
+        self._channel = channel
+        self._thread_ts = thread_ts
+        self._recipient = (recipient_team_id, recipient_user_id)
+        self._part_chars = part_chars
+        self._max_parts = max_parts
+        self._may_stream = thread_ts is not None  # Slack streams only as thread replies
+        self._stream: AsyncChatStream | None = None
+        self._streamed = ""  # handed to the stream: sent, or in its buffer until stop
+        self._edited_ts: str | None = None
+        self._shown = ""
+        self._progressing = True
+        self._paused_until = 0.0  # monotonic time
+        self.posted: list[str] = []
+
+    async def progress(self, text: str) -> None:
+        """Show the text so far; never raises for Slack's errors (progress pauses or stops instead)."""
+        if not self._progressing or time.monotonic() < self._paused_until:
+            return
+        try:
+            if self._may_stream:
+                await self._stream_progress(text)
+            else:
+                await self._edit_progress(text)
+        except SlackApiError as exc:
+            if error_code(exc) == "ratelimited":
+                self._paused_until = time.monotonic() + _retry_after_seconds(exc)
+                log.info("slack progress paused: ratelimited", extra=self._log_fields(exc))
+            elif self._stream is not None and self._stream.ts is None:
+                # Slack would not start a stream here (not enabled, wrong context): edit instead.
+                self._stream, self._streamed, self._may_stream = None, "", False
+                log.info("slack stream refused: %s", error_code(exc), extra=self._log_fields(exc))
+            else:
+                self._progressing = False
+                log.warning("slack progress stopped: %s", error_code(exc), extra=self._log_fields(exc))
+        except TRANSPORT_ERRORS as exc:
+            # Progress must never fail the turn: the gateway would count it as the model's failure.
+            self._progressing = False
+            log.warning("slack progress stopped: %s", type(exc).__name__, extra={"platform": "slack"})
+
+    async def finish(self, text: str) -> None:
+        """Make the reply read exactly `text`, in as many messages as it needs.
+
+        Raises:
+            SlackApiError: Slack refused a message even after splitting (`channel_not_found`, ...).
+        """
+        first, *rest = message_parts(text, self._part_chars, self._max_parts)
+        if self._stream is not None and self._stream.ts is not None:
+            await self._finish_stream(self._stream, self._stream.ts, first)
+        else:
+            await self._write(first, self._edited_ts)
+        for part in rest:
+            await self._write(part, None)
+
+    async def _stream_progress(self, text: str) -> None:
+        shown = stable_prefix(neutralise(text)[: self._part_chars])
+        if not shown.strip() or len(shown) <= len(self._streamed) or not shown.startswith(self._streamed):
+            return
+        delta, self._streamed = shown[len(self._streamed) :], shown
+        if self._stream is None:
+            self._stream = await self._progress_client.chat_stream(
+                channel=self._channel,
+                thread_ts=str(self._thread_ts),
+                recipient_team_id=self._recipient[0],
+                recipient_user_id=self._recipient[1],
+                buffer_size=1,  # calls are throttled by the caller already
+            )
+        await self._stream.append(markdown_text=delta)
+        if self._stream.ts is not None and self._stream.ts not in self.posted:
+            self.posted.append(self._stream.ts)
+
+    async def _edit_progress(self, text: str) -> None:
+        shown = preview(neutralise(text), self._part_chars)
+        if not shown.strip() or shown == self._shown:
+            return
+        if self._edited_ts is None:
+            self._edited_ts = await self._post(shown, self._progress_client)
+        else:
+            await self._update(self._edited_ts, shown, self._progress_client)
+        self._shown = shown
+
+    async def _finish_stream(self, stream: AsyncChatStream, ts: str, first: str) -> None:
+        rest: str | None = first[len(self._streamed) :] if first.startswith(self._streamed) else None
+        try:
+            await stream.stop(markdown_text=rest or None)
+        except SlackApiError as exc:
+            log.warning("slack stream stop failed: %s", error_code(exc), extra=self._log_fields(exc))
+            rest = None
+        if rest is None:
+            # What was streamed is not the start of the final text (or stopping failed): rewrite it whole.
+            await self._write(first, ts)
+
+    async def _write(self, part: str, ts: str | None) -> None:
+        """Post `part`, or rewrite message `ts` with it, halving it while Slack says it is too long."""
+        try:
+            await (self._post(part) if ts is None else self._update(ts, part))
+        except SlackApiError as exc:
+            if error_code(exc) not in _TOO_LONG or len(part) <= _MIN_PART_CHARS:
+                raise
+            log.info("slack part too long, splitting: %s", error_code(exc), extra=self._log_fields(exc, len(part)))
+            first, *rest = split_message(part, len(part) // 2)
+            await self._write(first, ts)
+            for piece in rest:
+                await self._write(piece, None)
+
+    async def _post(self, part: str, client: AsyncWebClient | None = None) -> str:
+        response = await (client or self._client).chat_postMessage(
+            channel=self._channel, thread_ts=self._thread_ts, text=fallback_text(part), blocks=markdown_blocks(part)
+        )
+        ts = str(response["ts"])
+        self.posted.append(ts)
+        return ts
+
+    async def _update(self, ts: str, part: str, client: AsyncWebClient | None = None) -> str:
+        await (client or self._client).chat_update(
+            channel=self._channel, ts=ts, text=fallback_text(part), blocks=markdown_blocks(part)
+        )
+        return ts
+
+    def _log_fields(self, exc: SlackApiError, chars: int | None = None) -> dict[str, object]:
+        fields: dict[str, object] = {"platform": "slack", "channel": self._channel, "slack_error": error_code(exc)}
+        if chars is not None:
+            fields["chars"] = chars
+        return fields

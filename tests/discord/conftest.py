@@ -1,0 +1,232 @@
+"""Fixtures for the Discord adapter: the real adapter and discord.py against FakeDiscord, real Redis, fake OpenAI.
+
+The adapter finds the fake through DISCORD_API_URL alone (no `point_discord_at`), so every test also checks
+that the adapter points discord.py at the configured API and puts the process-wide endpoints back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from bots.discord_adapter import DiscordAdapter
+from core.gateway import Gateway, ProgressCallback
+from core.llm import OpenAIChatModel
+from core.settings import Settings
+from core.store import open_backend
+from core.turns import IncomingMessage, Reply
+from tests.conftest import make_settings, openai_client
+from tests.fakes.discord_api import DEFAULT_TOKEN, FakeDiscord
+from tests.fakes.openai_server import FakeOpenAI
+
+BOT_ID = 1_100_000_000_000_000_001
+APP_ID = 1_100_000_000_000_000_002
+GUILD_ID = 1_200_000_000_004_194_304  # (id >> 22) % 2 == 0: shard 0 of 2
+OTHER_GUILD_ID = 1_200_000_000_008_388_608  # (id >> 22) % 2 == 1: shard 1 of 2
+CHANNEL_ID = 1_300_000_000_000_000_001
+OTHER_CHANNEL_ID = 1_300_000_000_000_000_002
+THREAD_ID = 1_300_000_000_000_000_003
+DM_CHANNEL_ID = 1_300_000_000_000_000_004
+ALICE_ID = 1_400_000_000_000_000_001
+BOB_ID = 1_400_000_000_000_000_002
+OTHER_BOT_ID = 1_400_000_000_000_000_003
+ROLE_ID = 1_500_000_000_000_000_001
+
+NO_PINGS = {"parse": [], "replied_user": False}  # AllowedMentions.none() on a reply, on the wire
+
+
+def pings_nobody(allowed_mentions: dict[str, Any] | None) -> bool:
+    """AllowedMentions.none() as sent: nothing parsed, no users or roles listed, the replied-to author spared.
+
+    discord.py leaves `replied_user` out of messages that reply to nothing (follow-up parts, edits).
+    """
+    if allowed_mentions is None:  # no allowed_mentions at all: Discord would ping everything written
+        return False
+    listed = allowed_mentions.get("users") or allowed_mentions.get("roles")
+    return allowed_mentions.get("parse") == [] and not listed and not allowed_mentions.get("replied_user", False)
+
+
+WAIT_SECONDS = 5.0
+
+
+def populate(fake: FakeDiscord) -> None:
+    fake.add_user(ALICE_ID, "alice", global_name="Alice")
+    fake.add_user(BOB_ID, "bob")
+    fake.add_user(OTHER_BOT_ID, "other-bot", bot=True)
+    fake.add_guild(GUILD_ID, "Test Guild")
+    fake.add_member(GUILD_ID, ALICE_ID)
+    fake.add_member(GUILD_ID, BOB_ID)
+    fake.add_text_channel(CHANNEL_ID, GUILD_ID, "general")
+    fake.add_text_channel(OTHER_CHANNEL_ID, GUILD_ID, "random")
+    fake.add_thread(THREAD_ID, CHANNEL_ID, "a thread", owner_id=ALICE_ID)
+    fake.add_dm_channel(DM_CHANNEL_ID, ALICE_ID)
+
+
+@contextlib.asynccontextmanager
+async def open_fake(**kwargs: Any) -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord(bot_user_id=BOT_ID, application_id=APP_ID, **kwargs) as fake:
+        populate(fake)
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+def discord_endpoints_restored() -> Iterator[None]:
+    """Route.BASE and DEFAULT_GATEWAY are process-wide: an adapter that stopped must have put them back."""
+    before = (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY)
+    try:
+        yield
+        assert before == (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY), "the adapter left discord.py re-pointed"
+    finally:
+        Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = before
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    async with open_fake() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def fake_openai() -> AsyncIterator[FakeOpenAI]:
+    """Streams each reply as one delta, so the first post already holds the whole answer.
+
+    Tests of progressive edits make their own word-by-word FakeOpenAI.
+    """
+    async with FakeOpenAI(chunk_size=1_000_000) as fake:
+        yield fake
+
+
+class RecordingGateway(Gateway):
+    """The real gateway, also queueing what each `handle` returned: tests wait on turns, not on time."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handled: asyncio.Queue[tuple[IncomingMessage, Reply | None]] = asyncio.Queue()
+
+    async def handle(self, incoming: IncomingMessage, on_progress: ProgressCallback | None = None) -> Reply | None:
+        reply = await super().handle(incoming, on_progress)
+        self.handled.put_nowait((incoming, reply))
+        return reply
+
+    async def next_handled(self, timeout: float = WAIT_SECONDS) -> tuple[IncomingMessage, Reply | None]:
+        return await asyncio.wait_for(self.handled.get(), timeout)
+
+
+@dataclass
+class Bot:
+    """A running adapter, its fake Discord and its gateway."""
+
+    fake: FakeDiscord
+    adapter: DiscordAdapter
+    gateway: RecordingGateway
+    settings: Settings
+
+    async def say(
+        self, text: str, *, channel_id: int = CHANNEL_ID, author_id: int = ALICE_ID, mention: bool = True, **kw: Any
+    ) -> int:
+        """A user message, mentioning the bot unless told otherwise; returns its id."""
+        if mention:
+            text, kw["mentions"] = f"<@{BOT_ID}> {text}", [BOT_ID]
+        return await self.fake.send_message_create(channel_id=channel_id, author_id=author_id, content=text, **kw)
+
+    async def history(self, user_id: int = ALICE_ID, channel_id: int = CHANNEL_ID) -> list[str]:
+        store = self.gateway.backend.store(f"user_{user_id}_session_{channel_id}", "discord")
+        return [m.text for m in await store.list_messages()]
+
+
+GatewayFactory = Callable[[Settings], RecordingGateway]
+BotFactory = Callable[..., contextlib.AbstractAsyncContextManager[Bot]]
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+async def gateway_factory(fake_openai: FakeOpenAI) -> AsyncIterator[GatewayFactory]:
+    closers: list[Callable[[], Awaitable[None]]] = []
+
+    def make(settings: Settings) -> RecordingGateway:
+        backend = open_backend(settings)
+        closers.append(backend.aclose)
+        return RecordingGateway(settings, backend, OpenAIChatModel("m", async_client=openai_client(fake_openai)))
+
+    yield make
+    for close in closers:
+        await close()
+
+
+@pytest.fixture
+def settings_for(redis_url: str, key_prefix: str) -> SettingsFactory:
+    def make(fake: FakeDiscord | None, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "discord_token": DEFAULT_TOKEN,
+            "discord_api_url": fake.api_url if fake is not None else None,
+            "redis_url": redis_url,
+            "key_prefix": key_prefix,
+            **overrides,
+        }
+        return make_settings(**values)
+
+    return make
+
+
+async def wait_until_serving(adapter: DiscordAdapter, fake: FakeDiscord, task: asyncio.Task[None]) -> None:
+    """Until the client's on_ready; an adapter that fails first raises its error here."""
+    ready = asyncio.ensure_future(fake.wait_ready(WAIT_SECONDS, count=fake.ready_count + 1))
+    done, _ = await asyncio.wait({task, ready}, timeout=WAIT_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        ready.cancel()
+        task.result()
+        raise AssertionError("the adapter stopped before READY")
+    await ready
+    assert adapter.client is not None
+    await asyncio.wait_for(adapter.client.wait_until_ready(), WAIT_SECONDS)
+
+
+@contextlib.asynccontextmanager
+async def serving(adapter: DiscordAdapter, fake: FakeDiscord) -> AsyncIterator[DiscordAdapter]:
+    task = asyncio.create_task(adapter.run(), name="discord-adapter")
+    try:
+        await wait_until_serving(adapter, fake, task)
+        yield adapter
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await fake.wait_disconnected()
+
+
+@pytest.fixture
+def start_bot(fake: FakeDiscord, settings_for: SettingsFactory, gateway_factory: GatewayFactory) -> BotFactory:
+    """`async with start_bot(**setting_overrides) as bot:`; `on=` another fake, `edit_interval_seconds=`."""
+
+    @contextlib.asynccontextmanager
+    async def start(
+        *, on: FakeDiscord | None = None, edit_interval_seconds: float = 1.0, settings: Settings | None = None,
+        **overrides: Any,
+    ) -> AsyncIterator[Bot]:  # fmt: skip
+        target = on or fake
+        settings = settings or settings_for(target, **overrides)
+        gateway = gateway_factory(settings)
+        adapter = DiscordAdapter(
+            settings=settings,
+            gateway=gateway,
+            guild_ready_timeout=0.1,  # discord.py's 2 s wait after the last GUILD_CREATE would dominate the run
+            identify_delay_seconds=0.0,  # and so would its 5 s pause before every IDENTIFY after the first
+            edit_interval_seconds=edit_interval_seconds,
+        )
+        async with serving(adapter, target):
+            yield Bot(target, adapter, gateway, settings)
+
+    return start
+
+
+@pytest.fixture
+async def bot(start_bot: BotFactory) -> AsyncIterator[Bot]:
+    async with start_bot() as bot:
+        yield bot

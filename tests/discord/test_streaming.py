@@ -1,0 +1,67 @@
+"""A streamed answer appears by editing the reply, throttled, and ends with the exact final text."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bots.discord_adapter.replies import DISCORD_MAX_CHARS
+from core.chunking import split_message
+from tests.discord.conftest import BotFactory, pings_nobody
+from tests.fakes.openai_server import FakeOpenAI, Reply
+
+
+@pytest.fixture
+async def fake_openai() -> AsyncIterator[FakeOpenAI]:
+    """Word-by-word deltas, as real models stream."""
+    async with FakeOpenAI() as fake:
+        yield fake
+
+
+async def test_a_streamed_answer_grows_by_edits_and_ends_exact(start_bot: BotFactory, fake_openai: FakeOpenAI) -> None:
+    final = "one two three four five six"
+    fake_openai.script(Reply(final))
+    async with start_bot(edit_interval_seconds=0.0) as bot:  # every delta shown
+        await bot.say("count")
+        first = await bot.fake.next_message()
+        assert first.content == "one "
+        edits = [await bot.fake.next_edit() for _ in range(5)]
+        shown = [e.content or "" for e in edits]
+        assert shown == ["one two ", "one two three ", "one two three four ", "one two three four five ", final]
+        assert all(e.message_id == first.id and pings_nobody(e.allowed_mentions) for e in edits)
+        _, reply = await bot.gateway.next_handled()
+        assert reply is not None and reply.text == final
+        assert bot.fake.messages[first.id]["content"] == final
+        assert bot.fake.posted.empty() and bot.fake.edits.empty()
+
+
+async def test_edits_are_throttled_and_the_final_text_is_always_posted(
+    start_bot: BotFactory, fake_openai: FakeOpenAI
+) -> None:
+    final = "alpha beta gamma delta epsilon"
+    fake_openai.script(Reply(final))
+    async with start_bot(edit_interval_seconds=60.0) as bot:  # only the first preview fits in the interval
+        await bot.say("letters")
+        first = await bot.fake.next_message()
+        assert first.content == "alpha "
+        last = await bot.fake.next_edit()
+        assert last.message_id == first.id and last.content == final
+        await bot.gateway.next_handled()
+        assert bot.fake.edits.empty() and bot.fake.posted.empty()
+        assert bot.fake.messages[first.id]["content"] == final
+
+
+async def test_a_streamed_answer_longer_than_one_message_ends_split(
+    start_bot: BotFactory, fake_openai: FakeOpenAI
+) -> None:
+    final = "\n\n".join(f"Part {i}: " + "lorem " * 120 for i in range(4))  # about 2,900 characters
+    fake_openai.script(Reply(final))
+    async with start_bot(edit_interval_seconds=0.05) as bot:
+        await bot.say("go long")
+        first = await bot.fake.next_message()
+        second = await bot.fake.next_message(timeout=10)
+        await bot.gateway.next_handled()
+        expected = split_message(final, DISCORD_MAX_CHARS)
+        assert [bot.fake.messages[m.id]["content"] for m in (first, second)] == expected
+        assert all(len(bot.fake.messages[m.id]["content"]) <= DISCORD_MAX_CHARS for m in (first, second))

@@ -1,0 +1,188 @@
+"""A running SlackAdapter against FakeSlack, real Redis and the fake OpenAI server, in either mode.
+
+`start_slack(mode)` builds the gateway and adapter, runs `adapter.run()` in a task and waits for
+`adapter.ready`; a `SlackRig` delivers events the way that mode receives them (a Socket Mode
+envelope, or a signed POST to the adapter's bound port) and hands out each delivery's outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+import pytest
+
+from bots.slack import SlackAdapter, TurnOutcome
+from core.gateway import Gateway
+from core.llm import OpenAIChatModel
+from core.store import open_backend
+from tests.conftest import make_settings, openai_client
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.slack_api import FakeSlack, Message, sign, slash_command_form
+
+Mode = Literal["socket", "http"]
+SIGNING_SECRET = "test-signing-secret"
+WAIT = 5.0
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # slack_sdk reads HTTP(S)_PROXY itself and ignores NO_PROXY, which would route loopback through a proxy.
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack(bot_user_id="UBOT", bot_id="BBOT", team_id="T1") as fake:
+        yield fake
+
+
+@dataclass
+class SlackRig:
+    """One running adapter and the ways a test talks to it."""
+
+    mode: Mode
+    slack: FakeSlack
+    adapter: SlackAdapter
+    gateway: Gateway
+    task: asyncio.Task[None]
+    outcomes: asyncio.Queue[TurnOutcome] = field(default_factory=asyncio.Queue)
+
+    async def stop(self) -> None:
+        """Cancel `adapter.run()` as the CLI does at shutdown, and wait for it to clean up."""
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+    async def deliver(self, event: dict[str, Any], *, event_id: str | None = None, retry_num: int = 0) -> int:
+        """Deliver an Events API event; returns the HTTP status (200 for an acked envelope)."""
+        body = self.slack.event_callback(event, event_id)
+        if self.mode == "socket":
+            envelope_id = await self.slack.send_event(body, retry_attempt=retry_num)
+            await self.slack.wait_ack(envelope_id, timeout=WAIT)
+            return 200
+        raw = json.dumps(body)
+        headers = {"Content-Type": "application/json", **sign(raw, SIGNING_SECRET)}
+        if retry_num:
+            headers |= {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
+        return await self.post(raw.encode(), headers)
+
+    async def command(self, command: str, **fields: str) -> None:
+        """Invoke a slash command; its response_url points back at the fake."""
+        if self.mode == "socket":
+            await self.slack.wait_ack(await self.slack.send_slash_command(command, **fields), timeout=WAIT)
+            return
+        fields.setdefault("response_url", f"{self.slack.base_url}response/{command.strip('/')}")
+        body = slash_command_form(command, **fields)
+        headers = {"Content-Type": "application/x-www-form-urlencoded", **sign(body, SIGNING_SECRET)}
+        assert await self.post(body, headers) == 200
+
+    async def post(self, body: bytes, headers: dict[str, str]) -> int:
+        assert self.adapter.port is not None
+        url = f"http://127.0.0.1:{self.adapter.port}/slack/events"
+        async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as response:
+            await response.read()
+            return response.status
+
+    async def outcome(self) -> TurnOutcome:
+        return await asyncio.wait_for(self.outcomes.get(), WAIT)
+
+    def replies(self, channel: str, thread_ts: str | None = None) -> list[Message]:
+        """The bot's messages in a thread (or at a channel's top level), oldest first."""
+        messages = self.slack.thread(channel, thread_ts) if thread_ts else self.slack.messages(channel)
+        return [m for m in messages if m.user == self.slack.bot_user_id and (thread_ts or m.thread_ts is None)]
+
+    def reply_texts(self, channel: str, thread_ts: str | None = None) -> list[str]:
+        return [m.visible_text for m in self.replies(channel, thread_ts)]
+
+
+StartSlack = Callable[..., Awaitable[SlackRig]]
+
+
+@pytest.fixture
+async def start_slack(
+    slack: FakeSlack, fake_openai: FakeOpenAI, redis_url: str, key_prefix: str
+) -> AsyncIterator[StartSlack]:
+    """Start an adapter (and a gateway on the shared Redis, unless one is passed); stopped at teardown."""
+    running: list[tuple[asyncio.Task[None], Callable[[], Awaitable[None]]]] = []
+
+    async def start(
+        mode: Mode = "socket",
+        *,
+        gateway: Gateway | None = None,
+        progress_interval_seconds: float = 1.0,
+        **overrides: Any,
+    ) -> SlackRig:
+        settings_fields: dict[str, Any] = {
+            "redis_url": redis_url,
+            "key_prefix": key_prefix,
+            "slack_bot_token": "xoxb-test",
+            "slack_api_url": slack.api_url,
+            "port": 0,
+        }
+        if mode == "socket":
+            settings_fields["slack_app_token"] = "xapp-test"
+        else:
+            settings_fields["slack_signing_secret"] = SIGNING_SECRET
+        settings = make_settings(**(settings_fields | overrides))
+        if gateway is None:
+            backend = open_backend(settings)
+            gateway = Gateway(settings, backend, OpenAIChatModel("m", async_client=openai_client(fake_openai)))
+            close = backend.aclose
+        else:
+            close = _nothing
+        outcomes: asyncio.Queue[TurnOutcome] = asyncio.Queue()
+        adapter = SlackAdapter(
+            settings=settings,
+            gateway=gateway,
+            host="127.0.0.1",
+            progress_interval_seconds=progress_interval_seconds,
+            drain_seconds=2.0,
+            on_outcome=outcomes.put_nowait,
+        )
+        task = asyncio.create_task(adapter.run(), name=f"slack-adapter-{mode}")
+        running.append((task, close))
+        ready = asyncio.create_task(adapter.ready.wait())
+        await asyncio.wait({task, ready}, timeout=WAIT, return_when=asyncio.FIRST_COMPLETED)
+        if not adapter.ready.is_set():
+            ready.cancel()
+            if task.done():
+                task.result()  # raises the start-up error
+            raise TimeoutError("the Slack adapter did not become ready")
+        if mode == "socket":
+            await slack.wait_socket_connected(WAIT)
+        return SlackRig(mode, slack, adapter, gateway, task, outcomes)
+
+    yield start
+    for task, close in reversed(running):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await close()
+
+
+async def _nothing() -> None:
+    return None
+
+
+@pytest.fixture
+async def gateway(fake_openai: FakeOpenAI, redis_url: str, key_prefix: str) -> AsyncIterator[Gateway]:
+    """A gateway on the shared Redis, for tests that build adapters themselves."""
+    settings = make_settings(redis_url=redis_url, key_prefix=key_prefix)
+    backend = open_backend(settings)
+    try:
+        yield Gateway(settings, backend, OpenAIChatModel("m", async_client=openai_client(fake_openai)))
+    finally:
+        await backend.aclose()
+
+
+@pytest.fixture(params=["socket", "http"])
+def mode(request: pytest.FixtureRequest) -> Mode:
+    mode: Mode = request.param
+    return mode

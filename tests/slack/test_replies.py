@@ -1,0 +1,244 @@
+"""Replies: split long ones, stream progressively, survive rate limits, never notify a crowd, report failures."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import pytest
+
+from bots.slack.text import MAX_PART_CHARS, message_parts
+from bots.slack.turns import FAILURE_NOTICE
+from core.errors import ModelError, StoreUnavailableError
+from tests.fakes.openai_server import FakeOpenAI, Reply, Status
+from tests.fakes.slack_api import CHANNEL_NOT_FOUND, Call, app_mention, channel_message, im_message
+from tests.slack.conftest import SlackRig, StartSlack
+from tests.support.redis_proc import free_port
+
+CROWD = re.compile(r"<!(channel|here|everyone|subteam)|@(channel|here|everyone)", re.IGNORECASE)
+STREAM_METHODS = ("chat.startStream", "chat.appendStream", "chat.stopStream")
+
+
+def long_reply(paragraphs: int = 30) -> str:
+    """About 10,000 characters: paragraphs and one fenced code block, in Markdown."""
+    text = [f"Paragraph {i}: " + " ".join(f"word{i}-{j}" for j in range(30)) for i in range(paragraphs)]
+    code = "```python\n" + "\n".join(f"print('line {i}')" for i in range(120)) + "\n```"
+    return "\n\n".join([*text[:10], code, *text[10:]])
+
+
+def posted_texts(call: Call) -> list[str]:
+    """Every piece of text a Web API call would show: text, blocks and streamed chunks."""
+    args = call.args
+    pieces = [str(args.get("text") or ""), str(args.get("markdown_text") or "")]
+    pieces += [str(block.get("text", "")) for block in args.get("blocks") or []]
+    return pieces + [str(chunk.get("text", "")) for chunk in args.get("chunks") or []]
+
+
+async def ask(rig: SlackRig, event: dict[str, Any]) -> list[str]:
+    """Deliver one message, wait for its turn, return the bot's messages where the reply went."""
+    await rig.deliver(event)
+    assert (await rig.outcome()).result == "answered"
+    if event.get("channel_type") == "im" and "thread_ts" not in event:
+        return rig.reply_texts(event["channel"])
+    return rig.reply_texts(event["channel"], event.get("thread_ts") or event["ts"])
+
+
+@pytest.mark.parametrize("where", ["channel", "dm"])
+async def test_a_10000_character_reply_is_split_at_paragraphs_around_code(
+    start_slack: StartSlack, fake_openai: FakeOpenAI, where: str
+) -> None:
+    rig = await start_slack()
+    text = long_reply()
+    assert 9_000 < len(text) < 11_000
+    fake_openai.script(Reply(text))
+
+    texts = await ask(rig, app_mention("essay please") if where == "channel" else im_message("essay please"))
+
+    assert texts == message_parts(text) and len(texts) >= 3
+    assert all(len(part) <= MAX_PART_CHARS and part.count("```") % 2 == 0 for part in texts)
+    assert "\n\n".join(texts) == text  # split only between paragraphs, nothing lost or repeated
+    assert all(call.ok for call in rig.slack.calls if call.method.startswith("chat."))
+
+
+async def test_msg_too_long_is_handled_by_splitting_smaller(start_slack: StartSlack, fake_openai: FakeOpenAI) -> None:
+    rig = await start_slack()
+    text = long_reply(paragraphs=16)  # two parts: the first streams, the second is posted
+    fake_openai.script(Reply(text))
+    rig.slack.fail_next("chat.postMessage", "msg_too_long")
+    rig.slack.fail_next("chat.postMessage", "msg_blocks_too_long")
+
+    texts = await ask(rig, app_mention("long one"))
+
+    assert [c.response.get("error") for c in rig.slack.calls_to("chat.postMessage")][:2] == [
+        "msg_too_long",
+        "msg_blocks_too_long",
+    ]
+    # Halving may cut the code block: it is closed at the cut and reopened, with its language, after.
+    assert len(texts) > 2 and "\n\n".join(texts).replace("\n```\n\n```python\n", "\n") == text
+    assert all(part.count("```") % 2 == 0 for part in texts)
+
+
+@pytest.mark.parametrize("where", ["channel", "dm"])
+async def test_mass_mentions_from_model_or_user_never_reach_slack(
+    start_slack: StartSlack, fake_openai: FakeOpenAI, where: str
+) -> None:
+    rig = await start_slack(progress_interval_seconds=0)
+    fake_openai.script(
+        Reply("Hey <!channel> and <!here|here>, also <!everyone> and <!subteam^S1|@devs> — ping @here @channel now")
+    )
+    event = app_mention("x") if where == "channel" else im_message("x")
+    await ask(rig, event)
+    await ask(rig, app_mention("tell @everyone about <!channel>") if where == "channel" else im_message("@everyone"))
+
+    shown = [piece for call in rig.slack.calls for piece in posted_texts(call)]
+    assert any("devs" in piece for piece in shown)
+    assert [piece for piece in shown if CROWD.search(piece)] == []
+
+
+async def test_channel_reply_streams_natively_and_ends_with_the_exact_text(
+    start_slack: StartSlack, fake_openai: FakeOpenAI
+) -> None:
+    rig = await start_slack(progress_interval_seconds=0)
+    text = "Here is **a streamed** answer, " + " ".join(f"w{i}" for i in range(40)) + " done."
+    fake_openai.script(Reply(text))
+
+    texts = await ask(rig, app_mention("stream it"))
+
+    methods = [c.method for c in rig.slack.calls if c.method in (*STREAM_METHODS, "chat.update", "chat.postMessage")]
+    assert methods[0] == "chat.startStream" and methods[-1] == "chat.stopStream"
+    assert methods.count("chat.appendStream") > 5 and "chat.postMessage" not in methods
+    assert texts == [text]
+
+
+async def test_dm_reply_is_posted_then_edited_and_ends_with_the_exact_text(
+    start_slack: StartSlack, fake_openai: FakeOpenAI
+) -> None:
+    rig = await start_slack(progress_interval_seconds=0)
+    text = " ".join(f"w{i}" for i in range(30))
+    fake_openai.script(Reply(text))
+
+    texts = await ask(rig, im_message("edit it"))
+
+    assert len(rig.slack.calls_to("chat.postMessage")) == 1
+    assert len(rig.slack.calls_to("chat.update")) > 5
+    assert texts == [text]
+
+
+@pytest.mark.parametrize(
+    ("where", "method", "status"),
+    [("channel", "chat.appendStream", 429), ("dm", "chat.update", 429), ("dm", "chat.update", 200)],
+)
+async def test_ratelimited_progress_pauses_and_the_final_text_is_posted_once(
+    start_slack: StartSlack, fake_openai: FakeOpenAI, where: str, method: str, status: int
+) -> None:
+    rig = await start_slack(progress_interval_seconds=0)
+    text = " ".join(f"w{i}" for i in range(20))
+    fake_openai.script(Reply(text))
+    rig.slack.fail_next(method, "ratelimited", status=status, retry_after=30 if status == 429 else None)
+
+    texts = await ask(rig, app_mention("slow down") if where == "channel" else im_message("slow down"))
+
+    calls = rig.slack.calls_to(method)
+    assert calls[0].response.get("error") == "ratelimited"
+    # Progress neither waited out the 30 s nor retried; it paused, and the reply still ends exactly.
+    assert all(call.ok for call in calls[1:]) and len(calls) <= 2
+    assert texts == [text]
+
+
+async def test_final_reply_is_retried_per_retry_after(start_slack: StartSlack, fake_openai: FakeOpenAI) -> None:
+    rig = await start_slack()
+    rig.slack.fail_next("chat.postMessage", status=429, retry_after=0)
+
+    texts = await ask(rig, im_message("help"))  # a command: no progress, one post
+
+    assert [c.status for c in rig.slack.calls_to("chat.postMessage")] == [429, 200]
+    assert len(texts) == 1 and "reset" in texts[0]
+
+
+async def test_stream_that_slack_refuses_falls_back_to_post_and_edit(
+    start_slack: StartSlack, fake_openai: FakeOpenAI
+) -> None:
+    rig = await start_slack(progress_interval_seconds=0)
+    text = " ".join(f"w{i}" for i in range(10))
+    fake_openai.script(Reply(text))
+    rig.slack.fail_next("chat.startStream", "not_allowed")
+
+    texts = await ask(rig, app_mention("no streams here"))
+
+    assert len(rig.slack.calls_to("chat.startStream")) == 1 and rig.slack.calls_to("chat.update")
+    assert texts == [text]
+
+
+async def test_stream_that_cannot_be_stopped_is_rewritten_with_the_final_text(
+    start_slack: StartSlack, fake_openai: FakeOpenAI
+) -> None:
+    rig = await start_slack(progress_interval_seconds=3600)  # one progress call, then the end
+    fake_openai.script(Reply("first words and then the rest"))
+    rig.slack.fail_next("chat.stopStream", status=429, retry_after=30)
+
+    texts = await ask(rig, app_mention("stop trouble"))
+
+    assert texts == ["first words and then the rest"]
+    assert len(rig.slack.calls_to("chat.update")) == 1
+
+
+async def test_model_error_gives_a_clear_message_in_the_thread(
+    start_slack: StartSlack, fake_openai: FakeOpenAI
+) -> None:
+    rig = await start_slack()
+    fake_openai.script(Status(500))
+    mention = app_mention("hello?")
+    await rig.deliver(mention)
+    outcome = await rig.outcome()
+    assert outcome.reply is not None and outcome.reply.kind == "error"
+    assert rig.reply_texts("C1", mention["ts"]) == [ModelError.user_message]
+
+
+async def test_redis_down_gives_a_clear_message_in_the_thread(
+    start_slack: StartSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = await start_slack(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_timeout_seconds=0.5)
+    mention = app_mention("anyone home?")
+    await rig.deliver(mention)
+    assert (await rig.outcome()).result == "answered"
+    assert rig.reply_texts("C1", mention["ts"]) == [StoreUnavailableError.user_message]
+
+    # A follow-up whose thread cannot be looked up is left alone, with a log line.
+    await rig.deliver(channel_message("still there?", thread_ts=mention["ts"]))
+    assert (await rig.outcome()).result == "ignored"
+    assert any(r.message.startswith("slack thread lookup failed") for r in caplog.records)
+
+
+async def test_unknown_channel_is_logged_and_the_adapter_keeps_serving(
+    start_slack: StartSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bots.slack")
+    rig = await start_slack()
+    await rig.deliver(app_mention("anyone?", channel=CHANNEL_NOT_FOUND))
+    assert (await rig.outcome()).result == "failed"
+
+    [failed] = [r for r in caplog.records if r.message.startswith("slack reply failed")]
+    assert failed.levelno == logging.ERROR
+    fields = failed.__dict__  # the record's `extra` fields
+    assert (fields["platform"], fields["slack_error"], fields["channel"]) == (
+        "slack",
+        "channel_not_found",
+        CHANNEL_NOT_FOUND,
+    )
+    assert await ask(rig, im_message("and now?")) == ["echo: and now?"]
+
+
+async def test_reply_slack_refuses_is_replaced_by_a_short_notice_in_the_thread(
+    start_slack: StartSlack, fake_openai: FakeOpenAI
+) -> None:
+    rig = await start_slack(progress_interval_seconds=3600)
+    fake_openai.script(Reply("an answer slack will not take"))
+    rig.slack.fail_next("chat.stopStream", "invalid_blocks")
+    rig.slack.fail_next("chat.update", "invalid_blocks")
+    mention = app_mention("try")
+
+    await rig.deliver(mention)
+
+    assert (await rig.outcome()).result == "failed"
+    assert rig.reply_texts("C1", mention["ts"])[-1] == FAILURE_NOTICE
