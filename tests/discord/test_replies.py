@@ -130,3 +130,13 @@ async def test_a_discord_http_error_gives_a_short_reply_and_a_log_line(
     await bot.say("still there?")
     assert (await bot.fake.next_message()).content == "echo: still there?"
     assert bot.adapter.connected
+
+
+async def test_a_429_on_posting_is_retried_per_its_headers_and_the_answer_posted_once(bot: Bot) -> None:
+    bot.fake.fail_next("POST", "/channels/{id}/messages", status=429, retry_after=0.05)
+    await bot.say("hello")
+    answer = await bot.fake.next_message()
+    assert answer.content == "echo: hello"
+    posted = [m.content for m in bot.fake.sent_messages]
+    assert posted.count("echo: hello") == 1
+    assert len(bot.fake.requests_to("POST", "/channels/{id}/messages")) >= 2  # the refused try and the retry
