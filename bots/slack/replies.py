@@ -122,7 +122,7 @@ class SlackReply:
         first, *rest = message_parts(text, self._part_chars, self._max_parts)
         if self._stream is not None and self._stream.ts is not None:
             await self._finish_stream(self._stream, self._stream.ts, first)
-        else:
+        elif self._edited_ts is None or self._shown != first:  # an edit that changes nothing is a wasted call
             await self._write(first, self._edited_ts)
         for part in rest:
             await self._write(part, None)

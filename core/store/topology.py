@@ -10,13 +10,14 @@ Failover and slot moves are redis-py's (`RedisCluster`, `Sentinel.master_for`), 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 
 from core.errors import ConfigError
@@ -34,10 +35,21 @@ class _ClusterClient(RedisCluster):
     of commands already sent, which are then retried (a duplicate write, or an AttributeError).
     """
 
+    def __init__(self, *args: Any, pool_size: int = 50, **kwargs: Any) -> None:
+        kwargs["max_connections"] = pool_size
+        super().__init__(*args, **kwargs)
+        # RedisCluster fails at `max_connections` per node instead of waiting: bound callers instead.
+        self._slots = asyncio.Semaphore(pool_size)
+
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         if self._initialize:
             await self.initialize()
-        return await super().execute_command(*args, **kwargs)
+        async with self._slots:
+            return await super().execute_command(*args, **kwargs)
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """The primary's address from the sentinels, with a pool that waits for a free connection when full."""
 
 
 def _retry() -> Retry:
@@ -80,7 +92,7 @@ def build_client(
         return _ClusterClient(
             startup_nodes=[ClusterNode(host, port) for host, port in _hosts(parts.netloc, 6379)],
             username=username, password=password, ssl=parts.scheme.startswith("rediss"),
-            max_connections=pool_size, retry=_retry(),
+            pool_size=pool_size, retry=_retry(),
             socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
         )  # fmt: skip
     if parts.scheme == "redis+sentinel":
@@ -91,7 +103,8 @@ def build_client(
         )
         master: Redis = sentinel.master_for(
             sentinel_master, username=username, password=password, db=int(parts.path.strip("/") or 0),
-            retry=_retry(), max_connections=pool_size,
+            retry=_retry(), max_connections=pool_size, timeout=timeout_seconds,
+            connection_pool_class=_BlockingSentinelPool,
             socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
         )  # fmt: skip
         return master

@@ -6,6 +6,7 @@ a crash. While the switch is under way a user may be told the memory is unreacha
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from itertools import count
@@ -18,7 +19,8 @@ from redis.crc import key_slot
 from core.errors import ConfigError
 from core.gateway import Gateway
 from core.llm import OpenAIChatModel
-from core.store import open_backend
+from core.messages import ChatMessage
+from core.store import RedisConnection, open_backend
 from core.store.keys import message_key
 from core.turns import IncomingMessage
 from tests.conftest import make_settings, openai_client
@@ -167,3 +169,14 @@ async def test_a_gateway_conversation_on_the_shared_cluster(
     threads = [r.thread_id async for r in gateway.backend.iter_threads("discord")]
     assert threads == ["user_U9_session_C9"]
     await gateway.backend.aclose()
+
+
+async def test_a_small_cluster_pool_makes_callers_wait_instead_of_failing(
+    redis_cluster: LocalCluster, key_prefix: str
+) -> None:
+    connection = RedisConnection.from_url(redis_cluster.url, pool_size=2, key_prefix=key_prefix, max_messages=3)
+    stores = [connection.store(f"user_U{i}_session_C1") for i in range(300)]
+    await asyncio.gather(*(s.add_messages([ChatMessage(role="user", text="x")]) for s in stores))
+    for store in stores[:20]:
+        assert [m.text for m in await store.list_messages()] == ["x"]
+    await connection.aclose()
