@@ -19,7 +19,6 @@ import asyncio
 import gc
 import resource
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.redis_server import run_with_redis
 from bench.store_bench import ROUND_TRIPS, CountingConnection
 from core.agent import AgentFactory
 from core.gateway import Gateway
@@ -37,7 +37,6 @@ from core.messages import ChatMessage
 from core.settings import Settings
 from core.store import RedisConnection
 from core.turns import IncomingMessage
-from tests.support.redis_proc import RedisServer
 
 
 class InstantModel(AgentFactory):
@@ -159,15 +158,4 @@ def parse_args() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    if arguments.redis_url:
-        asyncio.run(run(arguments))
-    else:
-        with tempfile.TemporaryDirectory() as directory:
-            server = RedisServer(Path(directory))
-            server.start()
-            try:
-                arguments.redis_url = server.url
-                asyncio.run(run(arguments))
-            finally:
-                server.stop()
+    run_with_redis(run, parse_args())

@@ -20,7 +20,6 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -31,9 +30,9 @@ from redis.asyncio import Connection, Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.redis_server import run_with_redis
 from core.messages import ChatMessage
 from core.store import RedisConnection
-from tests.support.redis_proc import RedisServer
 
 ROUND_TRIPS = [0]
 
@@ -192,15 +191,4 @@ def parse_args() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    arguments = parse_args()
-    if arguments.redis_url:
-        asyncio.run(main(arguments))
-    else:
-        with tempfile.TemporaryDirectory() as directory:
-            server = RedisServer(Path(directory))
-            server.start()
-            try:
-                arguments.redis_url = server.url
-                asyncio.run(main(arguments))
-            finally:
-                server.stop()
+    run_with_redis(main, parse_args())

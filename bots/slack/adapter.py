@@ -17,6 +17,7 @@ import asyncio
 import logging
 from typing import Literal
 
+import aiohttp
 from aiohttp import web
 from pydantic import SecretStr
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -25,6 +26,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -117,10 +119,14 @@ class SlackAdapter:
         self.client = AsyncWebClient(
             token=bot_token,
             base_url=base_url,
-            retry_handlers=[AsyncConnectionErrorRetryHandler(), AsyncRateLimitErrorRetryHandler(max_retry_count=2)],
+            retry_handlers=[
+                AsyncConnectionErrorRetryHandler(),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+                AsyncServerErrorRetryHandler(max_retry_count=2),  # a 5xx from Slack posted nothing
+            ],
         )
         # Progress updates pause on a rate limit instead of waiting it out (replies.py says why).
-        progress_client = AsyncWebClient(
+        self._progress_client = progress_client = AsyncWebClient(
             token=bot_token, base_url=base_url, retry_handlers=[AsyncConnectionErrorRetryHandler()]
         )
         # Given the client and the secret, bolt uses neither SLACK_BOT_TOKEN nor SLACK_SIGNING_SECRET
@@ -155,15 +161,20 @@ class SlackAdapter:
         Raises:
             ConfigError: Slack rejected SLACK_BOT_TOKEN or SLACK_APP_TOKEN, or PORT cannot be bound.
         """
-        await self._check_bot_token()
-        try:
-            if self.mode == "socket":
-                await self._serve_socket_mode()
-            else:
-                await self._serve_http()
-        finally:
-            self.ready.clear()
-            await self._turns.drain(self._drain_seconds)
+        # One keep-alive session for every Web API call: slack_sdk otherwise opens a connection (and in
+        # production a TLS handshake) per call. It needs the running loop, so it is made here.
+        async with aiohttp.ClientSession() as session:
+            self.client.session = self._progress_client.session = session
+            await self._check_bot_token()
+            try:
+                if self.mode == "socket":
+                    await self._serve_socket_mode()
+                else:
+                    await self._serve_http()
+            finally:
+                self.ready.clear()
+                await self._turns.drain(self._drain_seconds)
+                self.client.session = self._progress_client.session = None
 
     async def _check_bot_token(self) -> None:
         try:

@@ -21,6 +21,7 @@ from core.errors import StoreError, StoreUnavailableError
 from core.messages import ChatMessage
 from core.store.codec import decode_messages
 from core.store.keys import message_key, writes_key
+from core.store.state import STATE_FIELDS, ThreadState
 from core.store.topology import RedisClient
 
 __all__ = ["DEFAULT_URL", "RedisChatMessageStore", "describe_client", "translate_redis_error"]
@@ -69,8 +70,10 @@ def translate_redis_error(exc: RedisError, client: Any, what: str) -> StoreError
     return StoreError(f"Redis at {where} refused {what}: {type(exc).__name__}: {exc}")
 
 
-class RedisChatMessageStore:
+class RedisChatMessageStore(ThreadState):
     """One thread's history in a Redis LIST. Borrows `client`; with only `redis_url` it builds and owns one."""
+
+    state_type = "redis_store_state"
 
     def __init__(
         self,
@@ -95,9 +98,12 @@ class RedisChatMessageStore:
         self.max_messages = max_messages
         self.ttl_seconds = ttl_seconds
         self.thread_id = thread_id or f"thread_{uuid4().hex}"
-        self._key = message_key(key_prefix, namespace, self.thread_id)
-        self._writes_key = writes_key(key_prefix, namespace, self.thread_id)
+        self._bind_keys()
         self._add = self._client.register_script(_ADD_SCRIPT)
+
+    def _bind_keys(self) -> None:
+        self._key = message_key(self.key_prefix, self.namespace, self.thread_id)
+        self._writes_key = writes_key(self.key_prefix, self.namespace, self.thread_id)
 
     @property
     def key(self) -> str:
@@ -157,32 +163,10 @@ class RedisChatMessageStore:
         except RedisError:
             return False
 
-    async def serialize(self, **kwargs: Any) -> dict[str, Any]:
-        """The thread's metadata, enough to find it again; never messages, URLs or passwords."""
-        return {
-            "type": "redis_store_state",
-            "thread_id": self.thread_id,
-            "key_prefix": self.key_prefix,
-            "namespace": self.namespace,
-            "max_messages": self.max_messages,
-            "ttl_seconds": self.ttl_seconds,
-        }
-
-    async def update_from_state(self, state: dict[str, Any]) -> None:
-        """Point this store at the thread `state` names (as `AgentThread.deserialize` does)."""
-        self.thread_id = str(state["thread_id"])
-        self.key_prefix = str(state.get("key_prefix") or self.key_prefix)
-        self.namespace = state.get("namespace", self.namespace)
-        self.max_messages = state.get("max_messages", self.max_messages)
-        self.ttl_seconds = state.get("ttl_seconds", self.ttl_seconds)
-        self._key = message_key(self.key_prefix, self.namespace, self.thread_id)
-        self._writes_key = writes_key(self.key_prefix, self.namespace, self.thread_id)
-
     @classmethod
     async def deserialize(cls, state: dict[str, Any], **overrides: Any) -> RedisChatMessageStore:
         """Rebuild a store from `serialize()` output; pass `client=` or `redis_url=` to say where Redis is."""
-        fields = ("thread_id", "key_prefix", "namespace", "max_messages", "ttl_seconds")
-        kwargs: dict[str, Any] = {name: state[name] for name in fields if state.get(name) is not None}
+        kwargs: dict[str, Any] = {name: state[name] for name in STATE_FIELDS if state.get(name) is not None}
         kwargs.update(overrides)
         return cls(**kwargs)
 

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 from uuid import uuid4
 
 from core.errors import StoreUnavailableError
@@ -22,6 +22,7 @@ from core.messages import ChatMessage
 from core.store.base import ThreadRef
 from core.store.codec import decode_messages, parse_message_key
 from core.store.keys import event_key, lock_key, message_key
+from core.store.state import ThreadState
 
 __all__ = ["SqliteChatMessageStore", "SqliteConnection"]
 
@@ -106,8 +107,10 @@ def _live(conn: sqlite3.Connection, key: str, now: float) -> bool:
     return row is not None and (row[0] is None or row[0] > now)
 
 
-class SqliteChatMessageStore:
+class SqliteChatMessageStore(ThreadState):
     """One thread's history in the embedded SQLite file; the same contract as `RedisChatMessageStore`."""
+
+    state_type = "sqlite_store_state"
 
     def __init__(
         self,
@@ -127,7 +130,10 @@ class SqliteChatMessageStore:
         self.max_messages = max_messages
         self.ttl_seconds = ttl_seconds
         self.thread_id = thread_id or f"thread_{uuid4().hex}"
-        self._key = message_key(key_prefix, namespace, self.thread_id)
+        self._bind_keys()
+
+    def _bind_keys(self) -> None:
+        self._key = message_key(self.key_prefix, self.namespace, self.thread_id)
 
     @property
     def key(self) -> str:
@@ -203,25 +209,6 @@ class SqliteChatMessageStore:
             return await self._db.run(lambda conn: conn.execute("SELECT 1").fetchone() is not None)
         except StoreUnavailableError:
             return False
-
-    async def serialize(self, **kwargs: Any) -> dict[str, Any]:
-        """The thread's metadata, enough to find it again; never messages or file contents."""
-        return {
-            "type": "sqlite_store_state",
-            "thread_id": self.thread_id,
-            "key_prefix": self.key_prefix,
-            "namespace": self.namespace,
-            "max_messages": self.max_messages,
-            "ttl_seconds": self.ttl_seconds,
-        }
-
-    async def update_from_state(self, state: dict[str, Any]) -> None:
-        self.thread_id = str(state["thread_id"])
-        self.key_prefix = str(state.get("key_prefix") or self.key_prefix)
-        self.namespace = state.get("namespace", self.namespace)
-        self.max_messages = state.get("max_messages", self.max_messages)
-        self.ttl_seconds = state.get("ttl_seconds", self.ttl_seconds)
-        self._key = message_key(self.key_prefix, self.namespace, self.thread_id)
 
     async def aclose(self) -> None:
         """Stores borrow the connection's database; closing one leaves it open for the others."""

@@ -14,7 +14,7 @@ from core.llm import OpenAIChatModel
 from core.store import open_backend
 from core.turns import IncomingMessage
 from tests.conftest import make_settings, openai_client
-from tests.fakes.openai_server import FakeOpenAI, Hang, Reply, Status
+from tests.fakes.openai_server import Delay, FakeOpenAI, Hang, Reply, Status
 
 GatewayFactory = Callable[..., Awaitable[Gateway]]
 _counter = iter(range(1_000_000))
@@ -242,3 +242,33 @@ async def test_unicode_heavy_text_round_trips_through_a_turn(gateway_factory: Ga
     reply = await gateway.handle(msg(text))
     assert reply is not None and reply.text == f"echo: {text}"
     assert await history(gateway, "user_U1_session_C1") == [text, f"echo: {text}"]
+
+
+async def test_a_long_turn_keeps_its_lock_past_the_expiry_so_another_process_waits(
+    redis_url: str, key_prefix: str, fake_openai: FakeOpenAI
+) -> None:
+    """Two gateways (as two processes would) on one thread: the lock is renewed while the slow turn runs."""
+    settings = make_settings(redis_url=redis_url, key_prefix=key_prefix, lock_timeout_seconds=0.3)
+    first = Gateway(settings, open_backend(settings), OpenAIChatModel("m", async_client=openai_client(fake_openai)))
+    second = Gateway(settings, open_backend(settings), OpenAIChatModel("m", async_client=openai_client(fake_openai)))
+    fake_openai.script(Delay(1.2, then=Reply("slow answer")))
+    slow = asyncio.create_task(first.handle(msg("slow one")))
+    await asyncio.wait_for(fake_openai.received.get(), 5)  # the first turn holds the thread now
+    fast = await asyncio.wait_for(second.handle(msg("fast one")), 10)
+    assert fast is not None and fast.text == "echo: fast one"
+    assert (await slow) is not None
+    assert await history(first, "user_U1_session_C1") == ["slow one", "slow answer", "fast one", "echo: fast one"]
+    for gateway in (first, second):
+        await gateway.backend.aclose()
+
+
+async def test_max_context_tokens_drops_the_oldest_history_first(
+    gateway_factory: GatewayFactory, fake_openai: FakeOpenAI
+) -> None:
+    gateway = await gateway_factory(max_context_tokens=60, system_prompt="S")
+    for i in range(6):
+        await gateway.handle(msg(f"message number {i} " + "x" * 40))
+    sent = fake_openai.requests[-1].messages
+    assert sent[0] == {"role": "system", "content": "S"} and sent[-1]["content"].startswith("message number 5")
+    assert 2 <= len(sent) < 12  # some history went
+    assert all("message number 0" not in m["content"] for m in sent)  # the oldest first

@@ -156,6 +156,18 @@ async def test_final_reply_is_retried_per_retry_after(start_slack: StartSlack, f
     assert len(texts) == 1 and "reset" in texts[0]
 
 
+async def test_a_slack_500_on_the_final_reply_is_retried_and_posted_once(
+    start_slack: StartSlack, fake_openai: FakeOpenAI
+) -> None:
+    rig = await start_slack()
+    rig.slack.fail_next("chat.postMessage", status=500)
+
+    texts = await ask(rig, im_message("help"))
+
+    assert [c.status for c in rig.slack.calls_to("chat.postMessage")] == [500, 200]
+    assert len(texts) == 1 and "reset" in texts[0]
+
+
 async def test_stream_that_slack_refuses_falls_back_to_post_and_edit(
     start_slack: StartSlack, fake_openai: FakeOpenAI
 ) -> None:

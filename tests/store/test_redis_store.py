@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,44 @@ async def test_a_key_of_the_wrong_type_is_a_store_error_not_a_crash(
         await redis_client.set(store.key, "a string, not a list")
         with pytest.raises(StoreError, match="WRONGTYPE"):
             await store.list_messages()
+
+
+def make_tls_files(directory: Path) -> dict[str, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1, made with the openssl command."""
+    files = {name: directory / name for name in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt")}
+    ext = directory / "san.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    commands = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+         "-keyout", files["ca.key"], "-out", files["ca.crt"]],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+         "-keyout", files["server.key"], "-out", files["server.csr"]],
+        ["x509", "-req", "-in", files["server.csr"], "-CA", files["ca.crt"], "-CAkey", files["ca.key"],
+         "-CAcreateserial", "-days", "1", "-extfile", ext, "-out", files["server.crt"]],
+    ]  # fmt: skip
+    for command in commands:
+        subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True, timeout=60)
+    return files
+
+
+async def test_rediss_urls_speak_tls_and_verify_the_server(tmp_path: Path) -> None:
+    files = make_tls_files(tmp_path)
+    tls_port = free_port()
+    server = RedisServer(tmp_path / "tls", args=[
+        "--port", "0", "--tls-port", str(tls_port), "--tls-cert-file", str(files["server.crt"]),
+        "--tls-key-file", str(files["server.key"]), "--tls-ca-cert-file", str(files["ca.crt"]),
+        "--tls-auth-clients", "no",
+    ])  # fmt: skip
+    server.start()
+    try:
+        url = f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={files['ca.crt']}"
+        connection = RedisConnection.from_url(url, timeout_seconds=2)
+        await connection.store("t1").add_messages([user("over TLS")])
+        assert [m.text for m in await connection.store("t1").list_messages()] == ["over TLS"]
+        await connection.aclose()
+        untrusted = RedisConnection.from_url(f"rediss://127.0.0.1:{tls_port}/0", timeout_seconds=2)
+        with pytest.raises(StoreUnavailableError, match=f"127.0.0.1:{tls_port}"):
+            await untrusted.store("t1").list_messages()  # a server the system CAs do not vouch for
+        await untrusted.aclose()
+    finally:
+        server.stop()
