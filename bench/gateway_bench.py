@@ -8,8 +8,9 @@ claim, rate limit, turn lock, history read, commit, release. Two loads per conve
 - open loop: messages from N open conversations arrive at a fixed rate (half the closed-loop
   capacity), the way chat traffic arrives; this is the overhead a user sees.
 
-Also printed: Redis round trips per turn, Redis memory per open conversation and gateway process
-memory per open conversation. Without --redis-url a redis-server is started on a free port.
+Also printed: Redis round trips per turn, Redis memory per open conversation (its keys:
+history, recent write IDs and the day-long event claims of its messages) and gateway process memory
+per open conversation. Without --redis-url a redis-server is started on a free port.
 """
 
 from __future__ import annotations
@@ -100,6 +101,14 @@ async def open_loop(gateway: Gateway, model: InstantModel, conversations: int, r
     return overheads
 
 
+async def key_bytes(admin: Redis, prefix: str) -> int:
+    """What the conversations' keys take in Redis (MEMORY USAGE), without connection buffers."""
+    total = 0
+    async for key in admin.scan_iter(match=f"{prefix}*", count=1000):
+        total += await admin.memory_usage(key) or 0
+    return total
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000
@@ -117,13 +126,12 @@ async def run(args: argparse.Namespace) -> None:
         model = InstantModel()
         gateway = Gateway(settings, backend, model)
         await closed_loop(gateway, model, min(conversations, 8), 5)  # warm-up: scripts loaded, pool filled
-        memory_before = (await admin.info("memory"))["used_memory"]
         gc.collect()
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         ROUND_TRIPS[0] = 0
         rate, closed = await closed_loop(gateway, model, conversations, args.turns)
         round_trips = ROUND_TRIPS[0] / len(closed)
-        redis_per_conversation = ((await admin.info("memory"))["used_memory"] - memory_before) / conversations
+        redis_per_conversation = await key_bytes(admin, prefix) / conversations
         rss_growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) * 1024 / conversations
         opened = await open_loop(gateway, model, conversations, rate * args.open_load, args.open_turns)
         rows.append((conversations, rate, percentile(closed, 0.5), percentile(closed, 0.99),
