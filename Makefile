@@ -25,6 +25,7 @@ pytest: $(VENV)/.installed redis-server
 bench: $(VENV)/.installed redis-server
 	$(BIN)/python bench/store_bench.py
 	$(BIN)/python bench/gateway_bench.py
+	$(BIN)/python bench/e2e_bench.py
 
 # Regenerate the README settings table and .env.example after changing core/settings.py.
 docs: $(VENV)/.installed
