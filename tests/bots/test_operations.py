@@ -18,8 +18,11 @@ from core.llm import OfflineChatModel
 from core.store import RedisConnection, SqliteConnection
 from core.turns import IncomingMessage
 from tests.conftest import make_settings
+from tests.fakes.discord_api import DEFAULT_TOKEN, FakeDiscord
 from tests.fakes.openai_server import Delay, FakeOpenAI, Reply
+from tests.fakes.slack_api import FakeSlack, im_message, sign
 from tests.support.redis_proc import free_port
+from tests.support.waiting import wait_until
 
 SETTING_PREFIXES = ("REDIS_", "OPENAI_", "SLACK_", "DISCORD_", "LOG_", "MAX_", "KEY_PREFIX", "DATA_DIR", "HEALTH_")
 
@@ -127,3 +130,42 @@ async def test_a_whole_conversation_logs_no_secret_and_no_text_above_debug(tmp_p
         down = await start_console(tmp_path, {**env, "REDIS_URL": "redis://user:redis-password-4242@127.0.0.1:1"})
         _, err = await asyncio.wait_for(down.communicate(b""), 30)
         assert down.returncode == 1 and "redis-password-4242" not in err.decode()
+
+
+async def test_run_slack_and_discord_share_one_gateway_process(tmp_path: Path, redis_url: str, key_prefix: str) -> None:
+    # One delta per reply, so each platform's first post already holds the whole answer.
+    async with FakeSlack() as slack, FakeDiscord() as discord_fake, FakeOpenAI(chunk_size=10**6) as model:
+        discord_fake.add_dm_channel(4242, 777)
+        port, health = free_port(), free_port()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "from bots.cli import main; main()", "run", "slack", "discord", cwd=tmp_path,
+            env={**{k: v for k, v in os.environ.items() if not k.startswith(SETTING_PREFIXES)},
+                 "REDIS_URL": redis_url, "KEY_PREFIX": key_prefix, "OPENAI_BASE_URL": model.base_url,
+                 "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": "s3", "SLACK_API_URL": slack.api_url,
+                 "DISCORD_TOKEN": DEFAULT_TOKEN, "DISCORD_API_URL": discord_fake.api_url,
+                 "PORT": str(port), "HEALTH_PORT": str(health), "HEALTH_HOST": "127.0.0.1"},
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+
+        async def ready() -> bool:
+            try:
+                return (await get(f"http://127.0.0.1:{health}/readyz"))[0] == 200
+            except aiohttp.ClientError:
+                return False
+
+        try:
+            await wait_until(ready, timeout=30, every=0.1)
+            body = json.dumps(slack.event_callback(im_message("hi from slack")))
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(f"http://127.0.0.1:{port}/slack/events", data=body, headers=sign(body, "s3")) as response,
+            ):
+                assert response.status == 200
+            await discord_fake.send_message_create(channel_id=4242, author_id=777, content="hi from discord")
+            assert (await discord_fake.next_message(timeout=10)).content == "echo: hi from discord"
+            post = await slack.next_call("chat.postMessage", timeout=10)
+            assert "echo: hi from slack" in json.dumps(post.args)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, stderr.decode()[-2000:]
