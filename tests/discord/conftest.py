@@ -24,20 +24,19 @@ from core.store import open_backend
 from core.turns import IncomingMessage, Reply
 from tests.conftest import make_settings, openai_client
 from tests.fakes.discord_api import DEFAULT_TOKEN, FakeDiscord
+from tests.fakes.discord_ids import (
+    ALICE_ID,
+    APP_ID,
+    BOB_ID,
+    BOT_ID,
+    CHANNEL_ID,
+    DM_CHANNEL_ID,
+    GUILD_ID,
+    OTHER_BOT_ID,
+    OTHER_CHANNEL_ID,
+    THREAD_ID,
+)
 from tests.fakes.openai_server import FakeOpenAI
-
-BOT_ID = 1_100_000_000_000_000_001
-APP_ID = 1_100_000_000_000_000_002
-GUILD_ID = 1_200_000_000_004_194_304  # (id >> 22) % 2 == 0: shard 0 of 2
-OTHER_GUILD_ID = 1_200_000_000_008_388_608  # (id >> 22) % 2 == 1: shard 1 of 2
-CHANNEL_ID = 1_300_000_000_000_000_001
-OTHER_CHANNEL_ID = 1_300_000_000_000_000_002
-THREAD_ID = 1_300_000_000_000_000_003
-DM_CHANNEL_ID = 1_300_000_000_000_000_004
-ALICE_ID = 1_400_000_000_000_000_001
-BOB_ID = 1_400_000_000_000_000_002
-OTHER_BOT_ID = 1_400_000_000_000_000_003
-ROLE_ID = 1_500_000_000_000_000_001
 
 NO_PINGS = {"parse": [], "replied_user": False}  # AllowedMentions.none() on a reply, on the wire
 

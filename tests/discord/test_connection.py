@@ -11,16 +11,9 @@ from discord.http import Route
 from bots.discord_adapter import DiscordAdapter
 from bots.discord_adapter.adapter import INTENT_REFUSED, SHARDING_REQUIRED, TOKEN_MISSING, TOKEN_REJECTED
 from core.errors import ConfigError
-from tests.discord.conftest import (
-    BOB_ID,
-    OTHER_GUILD_ID,
-    Bot,
-    BotFactory,
-    GatewayFactory,
-    SettingsFactory,
-    open_fake,
-)
+from tests.discord.conftest import Bot, BotFactory, GatewayFactory, SettingsFactory, open_fake
 from tests.fakes.discord_api import FakeDiscord
+from tests.fakes.discord_ids import BOB_ID, OTHER_GUILD_ID
 from tests.support.redis_proc import free_port
 
 OTHER_GUILD_CHANNEL_ID = 1_300_000_000_000_000_009

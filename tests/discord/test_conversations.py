@@ -5,23 +5,19 @@ from __future__ import annotations
 import asyncio
 
 from bots.discord_adapter.incoming import PLATFORM
-from tests.discord.conftest import (
+from tests.discord.conftest import NO_PINGS, Bot, BotFactory, SettingsFactory, open_fake
+from tests.fakes.discord_api import FakeDiscord
+from tests.fakes.discord_ids import (
     ALICE_ID,
     BOB_ID,
     BOT_ID,
     CHANNEL_ID,
     DM_CHANNEL_ID,
     GUILD_ID,
-    NO_PINGS,
     OTHER_BOT_ID,
     OTHER_CHANNEL_ID,
     THREAD_ID,
-    Bot,
-    BotFactory,
-    SettingsFactory,
-    open_fake,
 )
-from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
 
 

@@ -10,16 +10,8 @@ import pytest
 from bots.discord_adapter.replies import DISCORD_MAX_CHARS
 from core.chunking import split_message
 from core.errors import GatewayError, ModelError, StoreUnavailableError
-from tests.discord.conftest import (
-    ALICE_ID,
-    BOB_ID,
-    CHANNEL_ID,
-    NO_PINGS,
-    ROLE_ID,
-    Bot,
-    BotFactory,
-    pings_nobody,
-)
+from tests.discord.conftest import NO_PINGS, Bot, BotFactory, pings_nobody
+from tests.fakes.discord_ids import ALICE_ID, BOB_ID, CHANNEL_ID, ROLE_ID
 from tests.fakes.openai_server import FakeOpenAI, Hang, Reply, Status
 from tests.support.redis_proc import free_port
 

@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 from bots.discord_adapter.conversation import NOT_HERE
-from tests.discord.conftest import (
-    ALICE_ID,
-    BOB_ID,
-    CHANNEL_ID,
-    DM_CHANNEL_ID,
-    OTHER_CHANNEL_ID,
-    Bot,
-    BotFactory,
-    SettingsFactory,
-)
+from tests.discord.conftest import Bot, BotFactory, SettingsFactory
 from tests.fakes.discord_api import FakeDiscord
+from tests.fakes.discord_ids import ALICE_ID, BOB_ID, CHANNEL_ID, DM_CHANNEL_ID, OTHER_CHANNEL_ID
 
 DEFERRED = 5  # DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE: "thinking…", edited into the answer
 MESSAGE = 4  # CHANNEL_MESSAGE_WITH_SOURCE

@@ -20,17 +20,18 @@ from tests.fakes.discord_api import (
     Intent,
     point_discord_at,
 )
-
-BOT_ID = 1_100_000_000_000_000_001
-APP_ID = 1_100_000_000_000_000_002
-GUILD_ID = 1_200_000_000_004_194_304  # (id >> 22) % 2 == 0: shard 0 of 2
-OTHER_GUILD_ID = 1_200_000_000_008_388_608  # (id >> 22) % 2 == 1: shard 1 of 2
-CHANNEL_ID = 1_300_000_000_000_000_001
-OTHER_CHANNEL_ID = 1_300_000_000_000_000_002
-THREAD_ID = 1_300_000_000_000_000_003
-DM_CHANNEL_ID = 1_300_000_000_000_000_004
-ALICE_ID = 1_400_000_000_000_000_001
-BOB_ID = 1_400_000_000_000_000_002
+from tests.fakes.discord_ids import (
+    ALICE_ID,
+    APP_ID,
+    BOB_ID,
+    BOT_ID,
+    CHANNEL_ID,
+    DM_CHANNEL_ID,
+    GUILD_ID,
+    OTHER_CHANNEL_ID,
+    OTHER_GUILD_ID,
+    THREAD_ID,
+)
 
 # on_ready fires guild_ready_timeout after the last GUILD_CREATE; discord.py's 2 s default would dominate the run.
 GUILD_READY_TIMEOUT = 0.1

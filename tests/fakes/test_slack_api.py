@@ -43,13 +43,6 @@ SIGNING_SECRET = "test-signing-secret"
 WAIT = 5.0
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    # slack_sdk reads HTTP(S)_PROXY itself and ignores NO_PROXY, which would route loopback through a proxy.
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture
 async def slack() -> AsyncIterator[FakeSlack]:
     async with FakeSlack(bot_user_id="UBOT", bot_id="BBOT", team_id="T1") as fake:

@@ -1,0 +1,16 @@
+"""Snowflake IDs of the fake Discord world that the fake's self-tests and the adapter's tests share."""
+
+from __future__ import annotations
+
+BOT_ID = 1_100_000_000_000_000_001
+APP_ID = 1_100_000_000_000_000_002
+GUILD_ID = 1_200_000_000_004_194_304  # (id >> 22) % 2 == 0: shard 0 of 2
+OTHER_GUILD_ID = 1_200_000_000_008_388_608  # (id >> 22) % 2 == 1: shard 1 of 2
+CHANNEL_ID = 1_300_000_000_000_000_001
+OTHER_CHANNEL_ID = 1_300_000_000_000_000_002
+THREAD_ID = 1_300_000_000_000_000_003
+DM_CHANNEL_ID = 1_300_000_000_000_000_004
+ALICE_ID = 1_400_000_000_000_000_001
+BOB_ID = 1_400_000_000_000_000_002
+OTHER_BOT_ID = 1_400_000_000_000_000_003
+ROLE_ID = 1_500_000_000_000_000_001
