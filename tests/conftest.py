@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from core.settings import Settings
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.slack_api import FakeSlack
 from tests.support.redis_cluster import LocalCluster
 from tests.support.redis_proc import RedisServer
 
@@ -73,6 +74,13 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 async def fake_openai() -> AsyncIterator[FakeOpenAI]:
     async with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    """A fake Slack workspace T1 whose bot user is UBOT."""
+    async with FakeSlack(bot_user_id="UBOT", bot_id="BBOT", team_id="T1") as fake:
         yield fake
 
 

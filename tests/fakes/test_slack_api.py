@@ -44,12 +44,6 @@ WAIT = 5.0
 
 
 @pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack(bot_user_id="UBOT", bot_id="BBOT", team_id="T1") as fake:
-        yield fake
-
-
-@pytest.fixture
 def client(slack: FakeSlack) -> AsyncWebClient:
     return AsyncWebClient(token="xoxb-test", base_url=slack.api_url)
 

@@ -30,12 +30,6 @@ SIGNING_SECRET = "test-signing-secret"
 WAIT = 5.0
 
 
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack(bot_user_id="UBOT", bot_id="BBOT", team_id="T1") as fake:
-        yield fake
-
-
 @dataclass
 class SlackRig:
     """One running adapter and the ways a test talks to it."""
