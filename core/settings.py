@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="Redis URL; unset = embedded SQLite store under DATA_DIR")
     redis_cluster: bool = Field(False, description="Treat REDIS_URL as a Redis Cluster node (or use redis+cluster://)")
     redis_sentinel_master: str | None = Field(None, description="Primary's name for redis+sentinel:// URLs")
-    redis_timeout_seconds: float = Field(2.0, gt=0, description="Redis connect and command timeout")
+    redis_timeout_seconds: float = Field(
+        2.0, gt=0, description="Redis timeout per attempt; with 3 retries an outage is reported within ~4x this"
+    )
     redis_pool_size: int = Field(50, ge=1, description="Most Redis connections one process opens")
     data_dir: Path = Field(Path("data"), description="Where the embedded store keeps its SQLite file")
     key_prefix: str = Field("chat", min_length=1, pattern=r"^[^\s{}]+$", description="First part of every key")

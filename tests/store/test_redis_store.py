@@ -17,6 +17,7 @@ from core.messages import ChatMessage
 from core.store import RedisChatMessageStore, RedisConnection
 from core.store.keys import event_key, lock_key, message_key
 from tests.support.redis_proc import RedisServer, free_port
+from tests.support.tcp_proxy import FaultProxy
 from tests.support.waiting import wait_until
 
 
@@ -208,3 +209,16 @@ async def test_rediss_urls_speak_tls_and_verify_the_server(tmp_path: Path) -> No
         await untrusted.aclose()
     finally:
         server.stop()
+
+
+async def test_a_black_holed_redis_is_reported_within_four_timeouts(redis_server: RedisServer) -> None:
+    """The timeout bounds each attempt; redis-py's three retries make the whole wait about 4x it."""
+    async with FaultProxy(redis_server.port) as proxy:
+        connection = RedisConnection.from_url(f"redis://127.0.0.1:{proxy.port}", timeout_seconds=0.5)
+        await connection.store("t1").list_messages()
+        proxy.black_hole = True
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match=f"127.0.0.1:{proxy.port}"):
+            await connection.store("t1").list_messages()
+        assert time.monotonic() - started < 4 * 0.5 + 1.5
+        await connection.aclose()
