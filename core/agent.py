@@ -137,9 +137,7 @@ class Agent:
         response = await self._commit(thread, prompt, "".join(parts), time.perf_counter() - started)
         yield AgentResponseUpdate(text="", response=response)
 
-    async def _prepare(
-        self, message: str | ChatMessage, thread: AgentThread
-    ) -> tuple[ChatMessage, list[ChatMessage]]:
+    async def _prepare(self, message: str | ChatMessage, thread: AgentThread) -> tuple[ChatMessage, list[ChatMessage]]:
         prompt = message if isinstance(message, ChatMessage) else ChatMessage(role="user", text=message)
         history = self._fit(await thread.list_messages(), prompt)
         system = [ChatMessage(role="system", text=self.instructions)] if self.instructions else []
@@ -158,9 +156,7 @@ class Agent:
             kept.append(message)
         return kept[::-1]
 
-    async def _commit(
-        self, thread: AgentThread, prompt: ChatMessage, text: str, model_seconds: float
-    ) -> AgentResponse:
+    async def _commit(self, thread: AgentThread, prompt: ChatMessage, text: str, model_seconds: float) -> AgentResponse:
         answer = ChatMessage(role="assistant", text=text, author_id=self.name)
         await thread.add_messages([prompt, answer])
         return AgentResponse(text=text, messages=[prompt, answer], model_seconds=model_seconds)

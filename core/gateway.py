@@ -218,4 +218,3 @@ class Gateway:
             remaining = f" — {describe_duration(left)} from now" if left is not None and count else ""
             expiry = f"They are forgotten after {describe_duration(ttl)} without activity{remaining}."
         return f"I remember {count} message{'' if count == 1 else 's'} of our conversation here{cap}. {expiry}"
-

@@ -113,9 +113,7 @@ class OpenAIChatModel(AgentFactory):
         """
         client = self.client
         try:
-            chunks = await client.chat.completions.create(
-                model=self.model_id, messages=_params(messages), stream=True
-            )
+            chunks = await client.chat.completions.create(model=self.model_id, messages=_params(messages), stream=True)
             async for chunk in chunks:
                 delta = chunk.choices[0].delta.content if chunk.choices else None
                 if delta:

@@ -4,7 +4,8 @@ from core.store.base import MemoryBackend, MessageStore, ThreadRef, TurnLock
 from core.store.factory import open_backend
 from core.store.redis import RedisChatMessageStore
 from core.store.redis_backend import RedisConnection
-from core.store.sqlite import SqliteChatMessageStore, SqliteConnection
+from core.store.sqlite import SqliteChatMessageStore
+from core.store.sqlite_backend import SqliteConnection
 
 __all__ = [
     "MemoryBackend",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from core.settings import Settings
 from core.store.redis_backend import RedisConnection
-from core.store.sqlite import SqliteConnection
+from core.store.sqlite_backend import SqliteConnection
 
 __all__ = ["EMBEDDED_FILE", "open_backend"]
 

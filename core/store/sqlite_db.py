@@ -1,0 +1,97 @@
+"""The embedded store's one SQLite connection per process: schema, transactions, expiry.
+
+Every call runs in `asyncio.to_thread`, serialised by a lock, so the event loop never blocks; writes
+are one `BEGIN IMMEDIATE` transaction each; WAL mode lets other processes read meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from core.errors import StoreUnavailableError
+
+__all__ = ["Clock", "SqliteDatabase", "drop_if_expired", "is_live", "sweep"]
+
+T = TypeVar("T")
+Clock = Callable[[], float]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, payload TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS messages_by_key ON messages (key, id);
+CREATE TABLE IF NOT EXISTS threads (key TEXT PRIMARY KEY, expires_at REAL);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL);
+"""
+_SWEEP_EVERY_WRITES = 200
+
+
+class SqliteDatabase:
+    """One SQLite connection shared by a process's stores; every call runs off the event loop."""
+
+    def __init__(self, path: Path, clock: Clock) -> None:
+        self.path = path
+        self.clock = clock
+        self._conn: sqlite3.Connection | None = None
+        self._mutex = threading.Lock()
+        self._writes = 0
+
+    def _open(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
+        with self._mutex:
+            conn = self._open()
+            if not write:
+                return fn(conn)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                self._writes += 1
+                if self._writes % _SWEEP_EVERY_WRITES == 0:
+                    sweep(conn, self.clock())
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return result
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
+        try:
+            return await asyncio.to_thread(self._call, fn, write)
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"SQLite store {self.path} failed: {type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+def sweep(conn: sqlite3.Connection, now: float) -> None:
+    conn.execute("DELETE FROM messages WHERE key IN (SELECT key FROM threads WHERE expires_at <= ?)", (now,))
+    conn.execute("DELETE FROM threads WHERE expires_at <= ?", (now,))
+    conn.execute("DELETE FROM kv WHERE expires_at <= ?", (now,))
+
+
+def drop_if_expired(conn: sqlite3.Connection, key: str, now: float) -> None:
+    row = conn.execute("SELECT expires_at FROM threads WHERE key = ?", (key,)).fetchone()
+    if row is not None and row[0] is not None and row[0] <= now:
+        conn.execute("DELETE FROM messages WHERE key = ?", (key,))
+        conn.execute("DELETE FROM threads WHERE key = ?", (key,))
+
+
+def is_live(conn: sqlite3.Connection, key: str, now: float) -> bool:
+    row = conn.execute("SELECT expires_at FROM threads WHERE key = ?", (key,)).fetchone()
+    return row is not None and (row[0] is None or row[0] > now)
