@@ -222,3 +222,15 @@ async def test_a_black_holed_redis_is_reported_within_four_timeouts(redis_server
             await connection.store("t1").list_messages()
         assert time.monotonic() - started < 4 * 0.5 + 1.5
         await connection.aclose()
+
+
+async def test_listing_threads_scans_and_never_runs_keys(redis_url: str, redis_client: Redis, key_prefix: str) -> None:
+    connection = RedisConnection.from_url(redis_url, key_prefix=key_prefix)
+    for i in range(30):
+        await connection.store(f"user_U{i}_session_C1", "slack").add_messages([user("x")])
+    before = await command_count(redis_client)
+    found = [ref.thread_id async for ref in connection.iter_threads("slack")]
+    changed = delta(before, await command_count(redis_client))
+    assert len(found) == 30
+    assert changed.get("scan", 0) >= 1 and "keys" not in changed
+    await connection.aclose()
