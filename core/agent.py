@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -106,6 +106,31 @@ class Agent:
         self.chat_message_store_factory = chat_message_store_factory
         self.max_context_tokens = max_context_tokens
 
+    async def respond(
+        self,
+        history: Sequence[ChatMessage],
+        prompt: ChatMessage,
+        *,
+        on_text: Callable[[str], Awaitable[None]] | None = None,
+    ) -> AgentResponse:
+        """Answer `prompt` after `history`, storing nothing: the caller commits `response.messages`.
+
+        With `on_text`, the reply is streamed and `on_text` is awaited with the text so far after each piece.
+
+        Raises:
+            ModelError: the model failed.
+        """
+        request = self._request(list(history), prompt)
+        started = time.perf_counter()
+        if on_text is None:
+            text = await self.model.complete(request)
+        else:
+            text = ""
+            async for delta in self.model.stream(request):
+                text += delta
+                await on_text(text)
+        return self._response(prompt, text, time.perf_counter() - started)
+
     def get_new_thread(self) -> AgentThread:
         factory = self.chat_message_store_factory
         return AgentThread(message_store=factory() if factory is not None else None)
@@ -118,30 +143,30 @@ class Agent:
             StoreError: the history could not be read or the turn not stored.
         """
         thread = thread if thread is not None else self.get_new_thread()
-        prompt, request = await self._prepare(message, thread)
-        started = time.perf_counter()
-        text = await self.model.complete(request)
-        return await self._commit(thread, prompt, text, time.perf_counter() - started)
+        prompt = _as_prompt(message)
+        response = await self.respond(await thread.list_messages(), prompt)
+        await thread.add_messages(response.messages)
+        return response
 
     async def run_stream(
         self, message: str | ChatMessage, *, thread: AgentThread | None = None
     ) -> AsyncIterator[AgentResponseUpdate]:
         """As `run`, yielding text deltas as they arrive; the final update holds the stored response."""
         thread = thread if thread is not None else self.get_new_thread()
-        prompt, request = await self._prepare(message, thread)
+        prompt = _as_prompt(message)
+        request = self._request(await thread.list_messages(), prompt)
         parts: list[str] = []
         started = time.perf_counter()
         async for delta in self.model.stream(request):
             parts.append(delta)
             yield AgentResponseUpdate(text=delta)
-        response = await self._commit(thread, prompt, "".join(parts), time.perf_counter() - started)
+        response = self._response(prompt, "".join(parts), time.perf_counter() - started)
+        await thread.add_messages(response.messages)
         yield AgentResponseUpdate(text="", response=response)
 
-    async def _prepare(self, message: str | ChatMessage, thread: AgentThread) -> tuple[ChatMessage, list[ChatMessage]]:
-        prompt = message if isinstance(message, ChatMessage) else ChatMessage(role="user", text=message)
-        history = self._fit(await thread.list_messages(), prompt)
+    def _request(self, history: list[ChatMessage], prompt: ChatMessage) -> list[ChatMessage]:
         system = [ChatMessage(role="system", text=self.instructions)] if self.instructions else []
-        return prompt, [*system, *history, prompt]
+        return [*system, *self._fit(history, prompt), prompt]
 
     def _fit(self, history: list[ChatMessage], prompt: ChatMessage) -> list[ChatMessage]:
         """Drop the oldest history until the request fits `max_context_tokens` (an estimate)."""
@@ -156,10 +181,13 @@ class Agent:
             kept.append(message)
         return kept[::-1]
 
-    async def _commit(self, thread: AgentThread, prompt: ChatMessage, text: str, model_seconds: float) -> AgentResponse:
+    def _response(self, prompt: ChatMessage, text: str, model_seconds: float) -> AgentResponse:
         answer = ChatMessage(role="assistant", text=text, author_id=self.name)
-        await thread.add_messages([prompt, answer])
         return AgentResponse(text=text, messages=[prompt, answer], model_seconds=model_seconds)
+
+
+def _as_prompt(message: str | ChatMessage) -> ChatMessage:
+    return message if isinstance(message, ChatMessage) else ChatMessage(role="user", text=message)
 
 
 class AgentFactory:

@@ -24,7 +24,7 @@ from bots.discord_adapter.client import (
 from bots.discord_adapter.conversation import Conversation
 from bots.discord_adapter.endpoints import pointed_at
 from bots.discord_adapter.incoming import AnswerPolicy, parse_id_list
-from bots.discord_adapter.replies import EDIT_INTERVAL_SECONDS
+from bots.discord_adapter.writer import EDIT_INTERVAL_SECONDS
 from core.errors import ConfigError
 from core.gateway import Gateway
 from core.settings import Settings

@@ -23,7 +23,7 @@ from typing import Any
 import discord
 
 from bots.discord_adapter.incoming import PLATFORM, AnswerPolicy
-from bots.discord_adapter.replies import DISCORD_MAX_CHARS, EDIT_INTERVAL_SECONDS, StreamedReply
+from bots.discord_adapter.writer import DISCORD_MAX_CHARS, EDIT_INTERVAL_SECONDS, StreamedReply
 from core.chunking import split_message
 from core.errors import GatewayError
 from core.gateway import Gateway

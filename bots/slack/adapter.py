@@ -30,9 +30,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack.events import PLATFORM
-from bots.slack.replies import error_code
+from bots.slack.incoming import PLATFORM
 from bots.slack.turns import OutcomeHook, SlackTurns
+from bots.slack.writer import error_code
 from core.errors import ConfigError
 from core.gateway import Gateway
 from core.settings import Settings

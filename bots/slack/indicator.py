@@ -20,8 +20,8 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack.events import SlackMessage
-from bots.slack.replies import TRANSPORT_ERRORS, error_code
+from bots.slack.incoming import SlackMessage
+from bots.slack.writer import TRANSPORT_ERRORS, error_code
 
 log = logging.getLogger(__name__)
 

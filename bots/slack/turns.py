@@ -24,10 +24,10 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack.events import PLATFORM, SlackMessage, message_from_command, message_from_event
+from bots.slack.incoming import PLATFORM, SlackMessage, message_from_command, message_from_event
 from bots.slack.indicator import WorkingIndicator
-from bots.slack.replies import SlackReply, error_code
 from bots.slack.text import neutralise
+from bots.slack.writer import SlackReply, error_code
 from core.errors import GatewayError
 from core.gateway import Gateway
 from core.logs import turn_context

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bots.discord_adapter.replies import DISCORD_MAX_CHARS
+from bots.discord_adapter.writer import DISCORD_MAX_CHARS
 from core.chunking import split_message
 from tests.discord.conftest import BotFactory, pings_nobody
 from tests.fakes.openai_server import FakeOpenAI, Reply

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bots.slack.events import message_from_command, message_from_event
+from bots.slack.incoming import message_from_command, message_from_event
 from tests.fakes.slack_api import (
     app_mention,
     bot_message,

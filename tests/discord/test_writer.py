@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from bots.discord_adapter.replies import DISCORD_MAX_CHARS
+from bots.discord_adapter.writer import DISCORD_MAX_CHARS
 from core.chunking import split_message
 from core.errors import GatewayError, ModelError, StoreUnavailableError
 from tests.discord.conftest import NO_PINGS, Bot, BotFactory, pings_nobody
