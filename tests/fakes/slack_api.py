@@ -20,6 +20,15 @@ Wire facts this fake relies on (read from slack_sdk's source, not guessed):
   as ``Authorization: Bearer ...``. The fake merges query, form and JSON arguments and
   decodes JSON-encoded ``blocks``/``attachments``/``chunks``/``metadata`` so ``Call.args``
   looks the same whichever encoding the client chose.
+* Message metadata (``{"event_type", "event_payload"}``) is stored as posted, but Slack hands the
+  ``event_payload`` back only to readers that ask with ``include_all_metadata`` (and apps whose
+  manifest subscribes to the event type, which the fake does not model): everywhere else, the
+  chat.postMessage/update answers included, a message carries ``{"event_type": ...}`` alone.
+  chat.update keeps the old metadata unless it is given some; ``{}`` removes it.
+
+Faults: :meth:`FakeSlack.fail_next` refuses a call (nothing happens); :meth:`FakeSlack.lose_responses`
+and :meth:`FakeSlack.drop_responses` let a call take effect and then lose its answer, the case a
+client cannot tell apart from a refusal.
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ __all__ = [
 
 import asyncio
 import base64
+import copy
 import hashlib
 import hmac
 import itertools
@@ -103,6 +113,8 @@ _OAUTH_SCOPES = "app_mentions:read,assistant:write,channels:history,chat:write,i
 _APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
 _JSON_ENCODED_ARGS = ("blocks", "attachments", "chunks", "metadata", "loading_messages")
 _MENTION = re.compile(r"<@([A-Z0-9]+)>")
+_EVENT_TYPE = re.compile(r"[A-Za-z0-9_-]+")
+_TS_ARG = re.compile(r"\d+(\.\d{1,6})?")
 
 # One process-wide clock so event-built user messages and bot posts never share a ts,
 # even across several FakeSlack instances.
@@ -120,7 +132,7 @@ def next_ts() -> str:
 
 def _ts_key(ts: str) -> tuple[int, int]:
     seconds, _, micros = ts.partition(".")
-    return int(seconds), int(micros or 0)
+    return int(seconds), int(micros.ljust(6, "0")[:6])
 
 
 # --------------------------------------------------------------------------- records
@@ -128,7 +140,13 @@ def _ts_key(ts: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Call:
-    """One Web API request as the fake received and answered it."""
+    """One Web API request as the fake received and answered it.
+
+    ``status`` and ``response`` are what the client got. For a call whose answer was lost
+    (:meth:`FakeSlack.lose_responses`, :meth:`FakeSlack.drop_responses`) the call still took
+    effect: ``lost_response`` holds the answer Slack computed and never delivered, and a dropped
+    connection has ``status`` 0 and an empty ``response``.
+    """
 
     method: str
     args: JsonDict
@@ -137,10 +155,22 @@ class Call:
     http_method: str = "POST"
     status: int = 200
     response: JsonDict = field(default_factory=dict)
+    lost_response: JsonDict | None = None
 
     @property
     def ok(self) -> bool:
+        """Whether the client was told the call succeeded."""
         return bool(self.response.get("ok"))
+
+    @property
+    def lost(self) -> bool:
+        """The call took effect, but its answer never reached the client."""
+        return self.lost_response is not None
+
+    @property
+    def dropped(self) -> bool:
+        """The connection was closed without any HTTP response."""
+        return self.lost and self.status == 0
 
 
 @dataclass
@@ -260,6 +290,15 @@ class _ScriptedFailure:
         return {"Retry-After": str(1 if self.retry_after is None else self.retry_after)}
 
 
+@dataclass(frozen=True)
+class _LostResponse:
+    status: int | None  # None: close the connection without answering
+
+
+def _default_error(status: int) -> str:
+    return "ratelimited" if status == 429 else "internal_error" if status >= 500 else "fatal_error"
+
+
 class _ApiError(Exception):
     def __init__(self, error: str, **extra: Any) -> None:
         super().__init__(error)
@@ -362,17 +401,98 @@ def _stream_content(args: JsonDict) -> tuple[str, list[JsonDict]]:
     return "".join(pieces), [c for c in chunks if c.get("type") != "markdown_text"]
 
 
-def _encode_cursor(offset: int) -> str:
-    return base64.b64encode(f"offset:{offset}".encode()).decode()
+def _flag(args: JsonDict, name: str) -> bool:
+    """A boolean argument: slack_sdk sends Python bools as "1"/"0" in query strings, JSON bodies keep them."""
+    value = args.get(name)
+    if isinstance(value, bool):
+        return value
+    return value is not None and str(value).strip().lower() in ("1", "true")
 
 
-def _decode_cursor(cursor: Any) -> int:
+def _metadata(args: JsonDict) -> tuple[JsonDict | None, str | None]:
+    """The (metadata to store, warning) of a call that passed ``metadata``.
+
+    Not an object: the call fails with invalid_metadata_format. An event_type with anything but
+    letters, digits, ``_`` and ``-``, or an event_payload that is not an object: the message is
+    posted without metadata and the answer carries Slack's invalid_metadata_schema warning.
+    ``{}`` means no metadata (chat.update: remove it).
+    """
+    value = args["metadata"]
+    if not isinstance(value, dict):
+        raise _ApiError("invalid_metadata_format")
+    if not value:
+        return None, None
+    event_type, payload = value.get("event_type"), value.get("event_payload")
+    if not isinstance(event_type, str) or not _EVENT_TYPE.fullmatch(event_type) or not isinstance(payload, dict):
+        return None, "invalid_metadata_schema"
+    return {"event_type": event_type, "event_payload": copy.deepcopy(payload)}, None
+
+
+def _with_warning(result: JsonDict, warning: str | None) -> JsonDict:
+    if warning is not None:
+        result.update(warning=warning, response_metadata={"warnings": [warning]})
+    return result
+
+
+def _ts_bound(args: JsonDict, name: str) -> tuple[int, int] | None:
+    value = args.get(name)
+    if value is None or value == "":
+        return None
+    if not _TS_ARG.fullmatch(str(value)):
+        raise _ApiError(f"invalid_ts_{name}")
+    return _ts_key(str(value))
+
+
+def _in_window(messages: list[Message], args: JsonDict) -> list[Message]:
+    """Apply ``oldest``/``latest`` (exclusive unless ``inclusive``), as the conversations.* readers do."""
+    oldest, latest = _ts_bound(args, "oldest"), _ts_bound(args, "latest")
+    inclusive = _flag(args, "inclusive")
+
+    def inside(message: Message) -> bool:
+        key = _ts_key(message.ts)
+        if oldest is not None and (key < oldest or (key == oldest and not inclusive)):
+            return False
+        return latest is None or key < latest or (key == latest and inclusive)
+
+    return [m for m in messages if inside(m)]
+
+
+def _encode_cursor(ts: str) -> str:
+    # Slack's cursors are base64 of "next_ts:<ts digits>", the first message of the next page.
+    seconds, micros = _ts_key(ts)
+    return base64.b64encode(f"next_ts:{seconds}{micros:06d}".encode()).decode()
+
+
+def _decode_cursor(cursor: Any) -> tuple[int, int] | None:
     if not cursor:
-        return 0
+        return None
     try:
-        return int(base64.b64decode(str(cursor)).decode().removeprefix("offset:"))
+        digits = base64.b64decode(str(cursor), validate=True).decode().removeprefix("next_ts:")
+        if len(digits) <= 6 or not digits.isdigit():
+            raise ValueError(digits)
     except ValueError:
         raise _ApiError("invalid_cursor") from None
+    return int(digits[:-6]), int(digits[-6:])
+
+
+def _page(
+    messages: list[Message], args: JsonDict, *, default_limit: int, max_limit: int, newest_first: bool
+) -> tuple[list[Message], str]:
+    """One page of ``messages`` (already in answer order) and the cursor of the next, "" at the end.
+
+    Cursors name a ts rather than an offset, so messages posted between two page reads neither
+    repeat nor shift a page, as with Slack.
+    """
+    start = _decode_cursor(args.get("cursor"))
+    if start is not None:
+        messages = [m for m in messages if (_ts_key(m.ts) <= start if newest_first else _ts_key(m.ts) >= start)]
+    try:
+        limit = int(args.get("limit") or default_limit)
+    except ValueError:
+        raise _ApiError("invalid_limit") from None
+    limit = min(max(limit, 1), max_limit)
+    page, rest = messages[:limit], messages[limit:]
+    return page, _encode_cursor(rest[0].ts) if rest else ""
 
 
 # --------------------------------------------------------------------------- block text
@@ -616,6 +736,7 @@ class FakeSlack:
         self.ephemeral_messages: list[EphemeralMessage] = []
         self._call_queues: defaultdict[str, asyncio.Queue[Call]] = defaultdict(asyncio.Queue)
         self._failures: defaultdict[str, list[_ScriptedFailure]] = defaultdict(list)
+        self._lost: defaultdict[str, list[_LostResponse]] = defaultdict(list)
         self._channels: defaultdict[str, dict[str, Message]] = defaultdict(dict)
         self._reactions: defaultdict[tuple[str, str], dict[str, list[str]]] = defaultdict(dict)
         self._assistant_status: dict[tuple[str, str], str] = {}
@@ -640,6 +761,7 @@ class FakeSlack:
             "chat.appendStream": self._chat_append_stream,
             "chat.stopStream": self._chat_stop_stream,
             "conversations.replies": self._conversations_replies,
+            "conversations.history": self._conversations_history,
             "apps.connections.open": self._apps_connections_open,
             "users.info": self._users_info,
         }
@@ -709,9 +831,34 @@ class FakeSlack:
     def fail_next(
         self, method: str, error: str | None = None, *, status: int = 200, retry_after: int | None = None
     ) -> None:
-        """Make the next call to ``method`` fail; queued failures are used one per call, in order."""
-        default_error = "ratelimited" if status == 429 else "internal_error" if status >= 500 else "fatal_error"
-        self._failures[method].append(_ScriptedFailure(error or default_error, status, retry_after))
+        """Make the next call to ``method`` fail; queued failures are used one per call, in order.
+
+        A failed call has no effect, and uses up no lost response (:meth:`lose_responses`).
+        """
+        self._failures[method].append(_ScriptedFailure(error or _default_error(status), status, retry_after))
+
+    def lose_responses(self, method: str, count: int = 1, *, status: int = 500) -> None:
+        """Let the next ``count`` calls to ``method`` take effect, then answer each with HTTP ``status``.
+
+        The call is handled as usual (a chat.postMessage stores its message, visible to later
+        conversations.* reads; an API error stays an error) and the answer is replaced by
+        ``{"ok": false, "error": "internal_error"}`` with ``status``: Slack acted, the client was
+        told it failed. ``Call.lost_response`` keeps the answer that was lost.
+        """
+        self._queue_lost(method, count, _LostResponse(status))
+
+    def drop_responses(self, method: str, count: int = 1) -> None:
+        """Like :meth:`lose_responses`, but close the connection without any HTTP response.
+
+        aiohttp raises ``ServerDisconnectedError``, which slack_sdk's default
+        ``AsyncConnectionErrorRetryHandler`` retries. The call records ``status`` 0.
+        """
+        self._queue_lost(method, count, _LostResponse(None))
+
+    def _queue_lost(self, method: str, count: int, lost: _LostResponse) -> None:
+        if count < 1:
+            raise ValueError(f"count must be at least 1, not {count}")
+        self._lost[method].extend([lost] * count)
 
     # ----------------------------------------------------------------- workspace state
 
@@ -742,9 +889,16 @@ class FakeSlack:
         ts: str | None = None,
         thread_ts: str | None = None,
         blocks: list[JsonDict] | None = None,
+        metadata: JsonDict | None = None,
     ) -> Message:
-        """Seed a message someone else wrote, e.g. thread history for conversations.replies."""
+        """Seed a message, e.g. thread history for conversations.replies.
+
+        With ``user=slack.bot_user_id`` it is one of the bot's own posts (carrying ``bot_id``), such
+        as a reply an earlier process posted before it stopped; ``metadata`` is stored as given.
+        """
         message = Message(channel, ts or next_ts(), text, user, thread_ts=thread_ts, blocks=blocks or [])
+        message.bot_id = self.bot_id if user == self.bot_user_id else None
+        message.metadata = copy.deepcopy(metadata) if metadata else None
         self._channels[channel][message.ts] = message
         return message
 
@@ -779,10 +933,27 @@ class FakeSlack:
         method = request.match_info["method"]
         args = await _read_args(request)
         token = _extract_token(request.headers, args)
+        # A scripted failure refuses the call before it acts, so it leaves lost responses queued.
+        lost = self._lost[method].pop(0) if self._lost[method] and not self._failures[method] else None
         status, body, headers = self._respond(method, args, token)
         recorded_headers = CIMultiDictProxy(CIMultiDict(request.headers))
-        call = Call(method, args, recorded_headers, token, request.method, status, body)
-        return await self._answer_then_record(request, call, headers)
+        if lost is None:
+            call = Call(method, args, recorded_headers, token, request.method, status, body)
+            return await self._answer_then_record(request, call, headers)
+        if lost.status is None:
+            return self._drop_then_record(
+                request, Call(method, args, recorded_headers, token, request.method, 0, {}, body)
+            )
+        sent = {"ok": False, "error": _default_error(lost.status)}
+        call = Call(method, args, recorded_headers, token, request.method, lost.status, sent, body)
+        return await self._answer_then_record(request, call)
+
+    def _drop_then_record(self, request: web.Request, call: Call) -> web.StreamResponse:
+        # Closed before any byte of a response: the client sees the server disconnect.
+        if request.transport is not None:
+            request.transport.abort()
+        self._record(call)
+        return web.Response(status=500)
 
     async def _answer_then_record(
         self, request: web.Request, call: Call, headers: Mapping[str, str] | None = None
@@ -844,22 +1015,26 @@ class FakeSlack:
         text, blocks = _text(args), _blocks(args)
         _require_content(text, blocks, args)
         thread_ts = str(args["thread_ts"]) if args.get("thread_ts") else None
+        metadata, warning = _metadata(args) if "metadata" in args else (None, None)
         message = self._post_as_bot(channel, text or "", thread_ts, blocks or [])
-        message.metadata = args.get("metadata")
-        return {"channel": channel, "ts": message.ts, "message": self._payload(message)}
+        message.metadata = metadata
+        return _with_warning({"channel": channel, "ts": message.ts, "message": self._payload(message)}, warning)
 
     def _chat_update(self, args: JsonDict) -> JsonDict:
         message = self._own_message(args, "cant_update_message")
         text, blocks = _text(args), _blocks(args)
         _require_content(text, blocks, args)
-        # Slack keeps whichever of text/blocks the update leaves out.
+        metadata, warning = _metadata(args) if "metadata" in args else (message.metadata, None)
+        # Slack keeps whichever of text/blocks/metadata the update leaves out (or gives it invalid).
         message.text = message.text if text is None else text
         message.blocks = message.blocks if blocks is None else blocks
+        message.metadata = message.metadata if warning else metadata
         message.edited_ts = next_ts()
         # An update rewrites a finished stream into an ordinary message (the stream-expiry fallback).
         message.streamed = False
         payload = self._payload(message)
-        return {"channel": message.channel, "ts": message.ts, "text": message.text, "message": payload}
+        result = {"channel": message.channel, "ts": message.ts, "text": message.text, "message": payload}
+        return _with_warning(result, warning)
 
     def _chat_post_ephemeral(self, args: JsonDict) -> JsonDict:
         channel, user = _channel(args), _required(args, "user")
@@ -912,24 +1087,36 @@ class FakeSlack:
         message = self._streaming_message(args)
         text, chunks = _stream_content(args)
         blocks = _blocks(args)
+        metadata, warning = _metadata(args) if "metadata" in args else (None, None)
         message.text += text
         message.chunks += chunks
         message.blocks = blocks or []
-        message.metadata = args.get("metadata")
+        message.metadata = metadata
         message.streaming = False
-        return {"channel": message.channel, "ts": message.ts, "message": self._payload(message)}
+        return _with_warning({"channel": message.channel, "ts": message.ts, "message": self._payload(message)}, warning)
 
     def _conversations_replies(self, args: JsonDict) -> JsonDict:
+        """The thread of ``ts`` (its parent or any reply), oldest first, so the parent leads page one."""
         channel, ts = _channel(args), _required(args, "ts")
         root = self._channels[channel].get(ts)
         if root is None or root.deleted:
             raise _ApiError("thread_not_found")
-        thread = self.thread(channel, root.thread_ts or root.ts)
-        offset, limit = _decode_cursor(args.get("cursor")), int(args.get("limit") or 1000)
-        page_end = offset + limit
-        next_cursor = _encode_cursor(page_end) if page_end < len(thread) else ""
+        thread = _in_window(self.thread(channel, root.thread_ts or root.ts), args)
+        page, next_cursor = _page(thread, args, default_limit=1000, max_limit=1000, newest_first=False)
+        return self._messages_page(page, next_cursor, args)
+
+    def _conversations_history(self, args: JsonDict) -> JsonDict:
+        """A channel's top-level messages (thread parents, not their replies), newest first."""
+        channel = _channel(args)
+        top_level = [m for m in self.messages(channel) if m.thread_ts in (None, m.ts)]
+        newest_first = list(reversed(_in_window(top_level, args)))
+        page, next_cursor = _page(newest_first, args, default_limit=100, max_limit=999, newest_first=True)
+        return {**self._messages_page(page, next_cursor, args), "pin_count": 0}
+
+    def _messages_page(self, page: list[Message], next_cursor: str, args: JsonDict) -> JsonDict:
+        include_all_metadata = _flag(args, "include_all_metadata")
         return {
-            "messages": [self._payload(m) for m in thread[offset:page_end]],
+            "messages": [self._payload(m, include_all_metadata=include_all_metadata) for m in page],
             "has_more": bool(next_cursor),
             "response_metadata": {"next_cursor": next_cursor},
         }
@@ -981,7 +1168,7 @@ class FakeSlack:
         channel, ts, name = _channel(args), _required(args, "timestamp"), _required(args, "name")
         return self._reactions[(channel, ts)].setdefault(name, [])
 
-    def _payload(self, message: Message) -> JsonDict:
+    def _payload(self, message: Message, *, include_all_metadata: bool = False) -> JsonDict:
         payload: JsonDict = {
             "type": "message",
             "user": message.user,
@@ -994,7 +1181,9 @@ class FakeSlack:
         if message.blocks:
             payload["blocks"] = message.blocks
         if message.metadata:
-            payload["metadata"] = message.metadata
+            # Without include_all_metadata Slack strips the payload and passes only the event_type on.
+            full = copy.deepcopy(message.metadata)
+            payload["metadata"] = full if include_all_metadata else {"event_type": full.get("event_type")}
         if message.edited_ts:
             payload["edited"] = {"user": message.user, "ts": message.edited_ts}
         payload.update(self._thread_fields(message))

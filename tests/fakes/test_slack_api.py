@@ -10,12 +10,18 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
@@ -41,6 +47,12 @@ from tests.fakes.slack_api import (
 
 SIGNING_SECRET = "test-signing-secret"
 WAIT = 5.0
+NO_WAIT = FixedValueRetryIntervalCalculator(fixed_internal=0.0)  # retry at once: the tests count posts, not time
+
+
+def reply_metadata(message_key: str, part: int = 0) -> dict[str, Any]:
+    """The metadata the delivery runner marks each reply part with."""
+    return {"event_type": "chat_gateway_reply", "event_payload": {"message_key": message_key, "part": part}}
 
 
 @pytest.fixture
@@ -255,6 +267,197 @@ async def test_post_ephemeral(slack: FakeSlack, client: AsyncWebClient) -> None:
     [ephemeral] = slack.ephemeral_messages
     assert (ephemeral.user, ephemeral.text, ephemeral.message_ts) == ("U1", "only you", response["message_ts"])
     assert slack.messages("C1") == []
+
+
+# ----------------------------------------------------------------------------- message metadata and history
+
+
+async def test_metadata_round_trip_through_conversations_replies(slack: FakeSlack, client: AsyncWebClient) -> None:
+    parent = slack.add_message("C1", "question", user="U1")
+    posted = await client.chat_postMessage(
+        channel="C1", text="answer", thread_ts=parent.ts, metadata=reply_metadata("turn-1", part=0)
+    )
+    # Like Slack, the post's own answer passes the event_type on but not the payload.
+    assert posted["message"]["metadata"] == {"event_type": "chat_gateway_reply"}
+    assert slack.calls_to("chat.postMessage")[0].args["metadata"] == reply_metadata("turn-1", part=0)
+
+    full = await client.conversations_replies(channel="C1", ts=parent.ts, include_all_metadata=True)
+    bare = await client.conversations_replies(channel="C1", ts=parent.ts)
+
+    question, answer = full["messages"]
+    assert "metadata" not in question
+    assert answer["metadata"] == reply_metadata("turn-1", part=0)
+    assert (answer["ts"], answer["user"], answer["bot_id"], answer["app_id"]) == (
+        posted["ts"],
+        "UBOT",
+        "BBOT",
+        "AFAKEAPP",
+    )
+    assert answer["thread_ts"] == parent.ts
+    assert bare["messages"][1]["metadata"] == {"event_type": "chat_gateway_reply"}
+    assert slack.calls_to("conversations.replies")[0].args["include_all_metadata"] == "1"  # slack_sdk's bool
+
+
+async def test_metadata_in_a_form_body_is_decoded(slack: FakeSlack, client: AsyncWebClient) -> None:
+    form = {"channel": "D1", "text": "hi", "metadata": json.dumps(reply_metadata("turn-2", part=1))}
+    posted = await client.api_call("chat.postMessage", data=form)
+    call = await slack.next_call("chat.postMessage", timeout=WAIT)
+    assert call.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert call.args["metadata"] == reply_metadata("turn-2", part=1)
+    assert slack.message("D1", posted["ts"]).metadata == reply_metadata("turn-2", part=1)
+
+
+async def test_update_keeps_replaces_or_removes_metadata(slack: FakeSlack, client: AsyncWebClient) -> None:
+    posted = await client.chat_postMessage(channel="C1", text="v1", metadata=reply_metadata("turn-3"))
+    await client.chat_update(channel="C1", ts=posted["ts"], text="v2")
+    assert slack.message("C1", posted["ts"]).metadata == reply_metadata("turn-3")  # left out: kept
+
+    updated = await client.chat_update(channel="C1", ts=posted["ts"], text="v3", metadata=reply_metadata("turn-3", 1))
+    assert updated["message"]["metadata"] == {"event_type": "chat_gateway_reply"}
+    assert slack.message("C1", posted["ts"]).metadata == reply_metadata("turn-3", 1)
+
+    await client.api_call("chat.update", data={"channel": "C1", "ts": posted["ts"], "text": "v4", "metadata": "{}"})
+    assert slack.message("C1", posted["ts"]).metadata is None  # an empty object removes it
+
+
+async def test_invalid_metadata_is_refused_or_dropped_with_a_warning(slack: FakeSlack, client: AsyncWebClient) -> None:
+    not_json = {"channel": "C1", "text": "x", "metadata": "not json"}
+    assert await _error_of(client.api_call("chat.postMessage", data=not_json)) == "invalid_metadata_format"
+    assert slack.messages("C1") == []
+
+    bad_type = {"event_type": "chat.gateway.reply", "event_payload": {"message_key": "k"}}
+    posted = await client.chat_postMessage(channel="C1", text="posted anyway", metadata=bad_type)
+    assert posted["warning"] == "invalid_metadata_schema"
+    assert posted["response_metadata"]["warnings"] == ["invalid_metadata_schema"]
+    assert slack.message("C1", posted["ts"]).metadata is None
+
+
+async def test_conversations_history_pages_top_level_newest_first(slack: FakeSlack, client: AsyncWebClient) -> None:
+    first = slack.add_message("D1", "hello", user="U1")
+    answer = await client.chat_postMessage(channel="D1", text="hi there", metadata=reply_metadata("turn-4"))
+    await client.chat_postMessage(channel="D1", text="in a thread", thread_ts=first.ts)
+    slack.add_message("D1", "and now?", user="U1")
+
+    page = await client.conversations_history(channel="D1", limit=2, include_all_metadata=True)
+    assert [m["text"] for m in page["messages"]] == ["and now?", "hi there"]  # the thread reply is not top level
+    assert page["messages"][1]["metadata"] == reply_metadata("turn-4")
+    assert page["messages"][1]["bot_id"] == "BBOT" and page["messages"][1]["ts"] == answer["ts"]
+    assert page["has_more"] and page["pin_count"] == 0
+
+    slack.add_message("D1", "posted between the pages", user="U1")  # cursors name a ts: page two does not shift
+    rest = await client.conversations_history(channel="D1", limit=2, cursor=page["response_metadata"]["next_cursor"])
+    assert [m["text"] for m in rest["messages"]] == ["hello"]
+    assert rest["messages"][0]["reply_count"] == 1
+    assert not rest["has_more"] and rest["response_metadata"]["next_cursor"] == ""
+    assert slack.calls_to("conversations.history")[0].http_method == "GET"
+
+
+async def test_history_and_replies_honour_oldest_latest_inclusive(slack: FakeSlack, client: AsyncWebClient) -> None:
+    parent, one, two, three = (slack.add_message("C1", f"m{i}", user="U1") for i in range(4))
+    for message in (one, two, three):
+        message.thread_ts = parent.ts
+
+    replies = await client.conversations_replies(channel="C1", ts=parent.ts, oldest=one.ts, latest=three.ts)
+    assert [m["text"] for m in replies["messages"]] == ["m2"]
+    inclusive = await client.conversations_replies(
+        channel="C1", ts=parent.ts, oldest=one.ts, latest=three.ts, inclusive=True
+    )
+    assert [m["text"] for m in inclusive["messages"]] == ["m1", "m2", "m3"]
+    paged = await client.conversations_replies(channel="C1", ts=two.ts, limit=3)
+    assert [m["text"] for m in paged["messages"]] == ["m0", "m1", "m2"]
+    tail = await client.conversations_replies(channel="C1", ts=two.ts, cursor=paged["response_metadata"]["next_cursor"])
+    assert [m["text"] for m in tail["messages"]] == ["m3"]  # later pages carry no parent
+
+    top = slack.add_message("C1", "top", user="U2")
+    history = await client.conversations_history(channel="C1", oldest=parent.ts, inclusive=True)
+    assert [m["text"] for m in history["messages"]] == ["top", "m0"]
+    assert (await client.conversations_history(channel="C1", latest=top.ts))["messages"][0]["text"] == "m0"
+    assert await _error_of(client.conversations_history(channel="C1", latest="yesterday")) == "invalid_ts_latest"
+    assert await _error_of(client.conversations_history(channel="C1", cursor="bogus")) == "invalid_cursor"
+
+
+# ----------------------------------------------------------------------------- lost responses
+
+
+async def test_lost_response_stores_the_post_but_answers_500(slack: FakeSlack, client: AsyncWebClient) -> None:
+    parent = slack.add_message("C1", "question", user="U1")
+    slack.lose_responses("chat.postMessage", count=1, status=500)
+
+    with pytest.raises(SlackApiError) as caught:
+        await client.chat_postMessage(channel="C1", text="answer", thread_ts=parent.ts, metadata=reply_metadata("t5"))
+
+    assert caught.value.response.status_code == 500 and caught.value.response["error"] == "internal_error"
+    [call] = slack.calls_to("chat.postMessage")
+    assert call.lost and not call.dropped and not call.ok and call.status == 500
+    assert call.lost_response is not None and call.lost_response["ok"]
+    # What a careful retry does: look for the part before posting it again, and find it.
+    replies = await client.conversations_replies(channel="C1", ts=parent.ts, include_all_metadata=True)
+    found = [
+        m for m in replies["messages"] if m.get("metadata", {}).get("event_payload", {}).get("message_key") == "t5"
+    ]
+    assert [m["ts"] for m in found] == [call.lost_response["ts"]]
+    await client.chat_postMessage(channel="C1", text="next one is answered", thread_ts=parent.ts)
+    assert [c.status for c in slack.calls_to("chat.postMessage")] == [500, 200]
+
+
+async def test_server_error_retry_handler_posts_twice_under_a_lost_response(slack: FakeSlack) -> None:
+    client = AsyncWebClient(
+        token="xoxb-test",
+        base_url=slack.api_url,
+        retry_handlers=[AsyncServerErrorRetryHandler(max_retry_count=1, interval_calculator=NO_WAIT)],
+    )
+    parent = slack.add_message("C1", "question", user="U1")
+    slack.lose_responses("chat.postMessage")
+
+    response = await client.chat_postMessage(channel="C1", text="answer", thread_ts=parent.ts)
+
+    # The bug the knob reproduces: the SDK took the 500 for "not posted" and posted again.
+    assert response["ok"]
+    assert [m.text for m in slack.thread("C1", parent.ts)] == ["question", "answer", "answer"]
+    assert [(c.status, c.lost) for c in slack.calls_to("chat.postMessage")] == [(500, True), (200, False)]
+
+
+async def test_dropped_connection_is_retried_by_the_connection_error_handler(slack: FakeSlack) -> None:
+    # AsyncConnectionErrorRetryHandler is in slack_sdk's default handlers; here it retries at once.
+    retrying = AsyncWebClient(
+        token="xoxb-test",
+        base_url=slack.api_url,
+        retry_handlers=[AsyncConnectionErrorRetryHandler(interval_calculator=NO_WAIT)],
+    )
+    slack.drop_responses("chat.postMessage")
+    await retrying.chat_postMessage(channel="D1", text="twice")
+    assert [m.text for m in slack.messages("D1")] == ["twice", "twice"]
+
+    plain = AsyncWebClient(token="xoxb-test", base_url=slack.api_url, retry_handlers=[])
+    slack.drop_responses("chat.postMessage")
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await plain.chat_postMessage(channel="D1", text="once, unanswered")
+    dropped = slack.calls_to("chat.postMessage")[-1]
+    assert dropped.dropped and dropped.status == 0 and dropped.response == {}
+    assert [m.text for m in slack.messages("D1")] == ["twice", "twice", "once, unanswered"]
+
+
+async def test_lost_update_response_still_applies_the_edit(slack: FakeSlack, client: AsyncWebClient) -> None:
+    posted = await client.chat_postMessage(channel="C1", text="draft")
+    slack.fail_next("chat.update", status=503)
+    slack.lose_responses("chat.update", count=2, status=503)
+
+    for text in ("refused", "v2", "v3"):
+        with pytest.raises(SlackApiError) as caught:
+            await client.chat_update(channel="C1", ts=posted["ts"], text=text)
+        assert caught.value.response.status_code == 503
+    await client.chat_update(channel="C1", ts=posted["ts"], text="v4")
+
+    # The scripted failure acted on nothing and used up no lost response; the lost ones took effect.
+    updates = slack.calls_to("chat.update")
+    assert [(c.args["text"], c.status, c.lost) for c in updates] == [
+        ("refused", 503, False),
+        ("v2", 503, True),
+        ("v3", 503, True),
+        ("v4", 200, False),
+    ]
+    assert slack.message("C1", posted["ts"]).text == "v4"
+    assert updates[2].lost_response is not None and updates[2].lost_response["text"] == "v3"
 
 
 # ----------------------------------------------------------------------------- Socket Mode
