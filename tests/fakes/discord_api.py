@@ -11,8 +11,10 @@ a wrong token gets 401, which discord.py turns into ``LoginFailure``):
     GET    /gateway, /gateway/bot                        the fake's ws URL, shard count, session_start_limit
     GET    /oauth2/applications/@me                      application info (flags follow the allowed intents)
     GET    /channels/{cid}                               guild text channels, threads and DMs the fake knows
-    GET    /channels/{cid}/messages[/{mid}]              stored messages
-    POST   /channels/{cid}/messages                      JSON or multipart (payload_json + files[n])
+    GET    /channels/{cid}/messages[/{mid}]              stored messages; the list pages newest first with limit
+                                                         (1-100, default 50) and one of around/before/after
+    POST   /channels/{cid}/messages                      JSON or multipart (payload_json + files[n]); nonce +
+                                                         enforce_nonce return the author's earlier message
     PATCH  /channels/{cid}/messages/{mid}                only the bot's own messages (else 403 50005)
     DELETE /channels/{cid}/messages/{mid}
     POST   /channels/{cid}/typing                        204
@@ -24,7 +26,15 @@ a wrong token gets 401, which discord.py turns into ``LoginFailure``):
 Message content over 2,000 characters gets 400 code 50035, an empty message 400 code 50006. Failures can be
 scripted per route with :meth:`FakeDiscord.fail_next`; a 429 carries the body and headers discord.py needs
 before it retries (``retry_after``, ``global``, ``X-RateLimit-*`` and a ``Via`` header: without ``Via``
-discord.py assumes a Cloudflare ban and raises instead of retrying).
+discord.py assumes a Cloudflare ban and raises instead of retrying). :meth:`FakeDiscord.lose_responses` and
+:meth:`FakeDiscord.drop_responses` let a request take effect and then lose its answer.
+
+Nonces (Create Message docs, discord-api-docs#6647): a ``nonce`` is an integer or a string of at most 25
+characters, echoed in the create answer and the MESSAGE_CREATE dispatch but not kept on the stored message.
+With ``enforce_nonce`` a nonce the same author used within ``nonce_window_seconds`` (Discord says "a few
+minutes"; default 300) returns that message, 200, and creates and dispatches nothing; if that message was
+deleted since, 404 code 10008 Unknown Message. discord.py 2.5+ sends every ``Messageable.send`` with a
+nonce (a random 64-bit one unless given) and ``enforce_nonce: true``.
 
 Gateway, at ``/gateway`` (and ``/gateway-resume``, advertised as ``resume_gateway_url`` so tests can see that a
 client resumed where it was told to):
@@ -49,13 +59,16 @@ __all__ = [
     "DEFAULT_TOKEN",
     "EPHEMERAL",
     "MAX_CONTENT_LENGTH",
+    "MAX_NONCE_LENGTH",
     "CommandSync",
+    "DeduplicatedSend",
     "Dispatch",
     "FakeDiscord",
     "GatewayConnection",
     "Identify",
     "Intent",
     "InteractionResponse",
+    "LostResponse",
     "MessageEdit",
     "RecordedRequest",
     "SentInteraction",
@@ -91,6 +104,7 @@ _T = TypeVar("_T")
 DEFAULT_TOKEN: Final = "fake-bot-token"
 DEFAULT_BOT_USER_ID: Final = 1_100_000_000_000_000_001
 MAX_CONTENT_LENGTH: Final = 2000
+MAX_NONCE_LENGTH: Final = 25
 EPHEMERAL: Final = 1 << 6
 _LOADING: Final = 1 << 7
 _DISCORD_EPOCH_MS: Final = 1_420_070_400_000
@@ -173,6 +187,35 @@ class SentMessage:
     @property
     def ephemeral(self) -> bool:
         return bool(self.flags & EPHEMERAL)
+
+    @property
+    def nonce(self) -> str | None:
+        nonce = self.payload.get("nonce")
+        return None if nonce is None else str(nonce)
+
+
+@dataclass(frozen=True)
+class DeduplicatedSend:
+    """A create with ``enforce_nonce`` that Discord answered with the author's earlier message."""
+
+    message_id: int
+    channel_id: int
+    nonce: str
+
+
+@dataclass(frozen=True)
+class LostResponse:
+    """A request that took effect but whose answer never reached the client.
+
+    ``status`` is what the client got instead (None: the connection was closed without a response);
+    ``lost_status`` and ``lost_body`` are the answer the fake had computed, a created message's JSON say.
+    """
+
+    method: str
+    path: str
+    status: int | None
+    lost_status: int
+    lost_body: Any
 
 
 @dataclass(frozen=True)
@@ -328,6 +371,13 @@ class _Failure:
     is_global: bool
     code: int | None
     message: str | None
+
+
+@dataclass(frozen=True)
+class _Lost:
+    method: str
+    pattern: re.Pattern[str]
+    status: int | None  # None: close the connection without answering
 
 
 @dataclass(frozen=True)
@@ -564,6 +614,8 @@ class FakeDiscord:
         allowed_privileged_intents: int = PRIVILEGED_INTENTS,
         echo_bot_messages: bool = True,
         event_flush_timeout: float = 5.0,
+        nonce_window_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bot_user_id = bot_user_id
         # Applications created since 2019 share their id with their bot user.
@@ -574,6 +626,8 @@ class FakeDiscord:
         self.allowed_privileged_intents = allowed_privileged_intents
         self.echo_bot_messages = echo_bot_messages
         self.event_flush_timeout = event_flush_timeout
+        self.nonce_window_seconds = nonce_window_seconds
+        self._clock = clock  # only nonce expiry reads it; tests pass their own to step past the window
 
         self._last_snowflake = 0
         self._port: int | None = None
@@ -585,6 +639,8 @@ class FakeDiscord:
         self._sessions: dict[str, _Session] = {}
         self._connections: set[_Connection] = set()
         self._failures: list[_Failure] = []
+        self._lost: list[_Lost] = []
+        self._nonces: dict[tuple[int, str], tuple[int, float]] = {}  # (author, nonce) -> (message id, created)
         self._identify_rejections: list[_Close] = []
         self._changed = asyncio.Event()
 
@@ -594,6 +650,8 @@ class FakeDiscord:
         self.requests: list[RecordedRequest] = []
         self.unhandled_requests: list[RecordedRequest] = []
         self.sent_messages: list[SentMessage] = []
+        self.deduplicated_sends: list[DeduplicatedSend] = []
+        self.lost_responses: list[LostResponse] = []
         self.typing_calls: list[int] = []
         self.reactions: list[tuple[int, int, str]] = []
         self.deleted_messages: list[tuple[int, int]] = []
@@ -750,6 +808,31 @@ class FakeDiscord:
             method.upper(), _route_pattern(template), template, status, retry_after, is_global, code, message
         )
         self._failures.extend([failure] * times)
+
+    def lose_responses(self, method: str, path: str, count: int = 1, *, status: int = 500) -> None:
+        """Let the next ``count`` requests matching ``method`` and ``path`` take effect, then answer ``status``.
+
+        The request is handled as usual (a create stores the message, queues it on ``posted`` and dispatches
+        MESSAGE_CREATE; an edit applies; an error stays an error) and its answer, whatever it was, is replaced
+        by Discord's JSON error for ``status``.
+        ``lost_responses`` records each. discord.py retries 500, 502, 504 and 524 itself after sleeping
+        1 + 2*try seconds, and raises ``DiscordServerError`` at once for 503. A request ``fail_next`` refuses
+        uses up no lost response.
+        """
+        self._queue_lost(method, path, count, status)
+
+    def drop_responses(self, method: str, path: str, count: int = 1) -> None:
+        """Like :meth:`lose_responses`, but close the connection without any HTTP response.
+
+        discord.py does not retry that: its ``send``/``edit`` raise aiohttp's ``ServerDisconnectedError``.
+        """
+        self._queue_lost(method, path, count, None)
+
+    def _queue_lost(self, method: str, path: str, count: int, status: int | None) -> None:
+        if count < 1:
+            raise ValueError(f"count must be at least 1, not {count}")
+        lost = _Lost(method.upper(), _route_pattern(path.removeprefix(_API_PREFIX)), status)
+        self._lost.extend([lost] * count)
 
     def reject_next_identify(self, code: int, reason: str = "") -> None:
         """Close the connection of the next IDENTIFY with ``code`` (e.g. 4004, 4014) whatever it contains."""
@@ -1430,20 +1513,45 @@ class FakeDiscord:
             request.method, path, dict(request.query), body.json, request.headers.get("Authorization")
         )
         self.requests.append(record)
+        lost: _Lost | None = None
         try:
             self._check_auth(path, record.authorization)
             failure = self._take_failure(request.method, path)
             if failure is not None:
                 return self._failure_response(failure)
+            lost = self._take_lost(request.method, path)
             request[_BODY_KEY] = body
             response = await handler(request)
         except _ApiError as exc:
-            return exc.response()
+            response = exc.response()
         except web.HTTPException as exc:
             if exc.status == 404:
                 self.unhandled_requests.append(record)
-            return _json_response({"message": f"{exc.status}: {exc.reason}", "code": 0}, status=exc.status)
-        return response
+            response = _json_response({"message": f"{exc.status}: {exc.reason}", "code": 0}, status=exc.status)
+        if lost is None:
+            return response
+        return self._lose(request, record, lost, response)
+
+    def _take_lost(self, method: str, path: str) -> _Lost | None:
+        for index, lost in enumerate(self._lost):
+            if lost.method == method and lost.pattern.fullmatch(path):
+                return self._lost.pop(index)
+        return None
+
+    def _lose(
+        self, request: web.Request, record: RecordedRequest, lost: _Lost, response: web.StreamResponse
+    ) -> web.StreamResponse:
+        lost_body: Any = None
+        if isinstance(response, web.Response) and isinstance(response.body, bytes) and response.body:
+            with contextlib.suppress(ValueError):
+                lost_body = json.loads(response.body)
+        self.lost_responses.append(LostResponse(record.method, record.path, lost.status, response.status, lost_body))
+        if lost.status is None:
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=500)
+        message = _STATUS_MESSAGES.get(lost.status, f"{lost.status}: Error")
+        return _json_response({"message": message, "code": 0}, status=lost.status)
 
     async def _read_body(self, request: web.Request) -> _Body:
         if not request.body_exists:
@@ -1579,13 +1687,33 @@ class FakeDiscord:
         return _json_response(self._channel_json(self._require_channel(request)))
 
     async def _get_messages(self, request: web.Request) -> web.Response:
+        """Newest first, like Discord. ``before``/``after``/``around`` are exclusive; given several, the fake
+        honours around, else before, else after. ``after`` pages forward: the ``limit`` messages right after
+        it (still newest first, so discord.py takes ``[0]`` as the next ``after``). ``around`` takes
+        ``limit // 2`` newer messages and the rest from it and older."""
         channel = self._require_channel(request)
-        limit = min(_as_int(request.query.get("limit")) or 50, 100)
-        before = _as_int(request.query.get("before"))
-        after = _as_int(request.query.get("after")) or 0
-        ids = sorted((mid for mid, m in self.messages.items() if m["channel_id"] == str(channel.id)), reverse=True)
-        selected = [mid for mid in ids if after < mid and (before is None or mid < before)][:limit]
-        return _json_response([self.messages[mid] for mid in selected])
+        query = request.query
+        limit = _query_int(query, "limit", 50)
+        if limit is None or limit < 1:
+            raise _form_error("limit", "NUMBER_TYPE_MIN", "int value should be greater than or equal to 1.")
+        if limit > 100:
+            raise _form_error("limit", "NUMBER_TYPE_MAX", "int value should be less than or equal to 100.")
+        around, before, after = (_query_int(query, key) for key in ("around", "before", "after"))
+        ids = sorted(
+            mid
+            for mid, m in self.messages.items()
+            if m["channel_id"] == str(channel.id) and not int(m["flags"]) & EPHEMERAL
+        )
+        if around is not None:
+            newer = [mid for mid in ids if mid > around][: limit // 2]
+            selected = [mid for mid in ids if mid <= around][len(newer) - limit :] + newer
+        elif before is not None:
+            selected = [mid for mid in ids if mid < before][-limit:]
+        elif after is not None:
+            selected = [mid for mid in ids if mid > after][:limit]
+        else:
+            selected = ids[-limit:]
+        return _json_response([self.messages[mid] for mid in reversed(selected)])
 
     async def _get_message(self, request: web.Request) -> web.Response:
         channel = self._require_channel(request)
@@ -1595,12 +1723,35 @@ class FakeDiscord:
         channel = self._require_channel(request)
         body = self._json_object(request)
         files = self._body(request).files
+        nonce = _nonce(body)
+        if nonce is not None and body.get("enforce_nonce"):
+            earlier = self._message_for_nonce(nonce)
+            if earlier is not None:
+                self.deduplicated_sends.append(DeduplicatedSend(int(earlier["id"]), int(earlier["channel_id"]), nonce))
+                return _json_response({**earlier, "nonce": nonce})
         _validate_message_body(body, files)
         message = self._bot_message_json(channel, body, files)
+        if nonce is not None:
+            self._nonces[(self.bot_user_id, nonce)] = (int(message["id"]), self._clock())
         sent = self._record_sent(message, body, files)
         self.posted.put_nowait(sent)
-        self._echo("MESSAGE_CREATE", message, channel)
-        return _json_response(message)
+        self._echo("MESSAGE_CREATE", message, channel, nonce=nonce)
+        return _json_response(message if nonce is None else {**message, "nonce": nonce})
+
+    def _message_for_nonce(self, nonce: str) -> JSONObject | None:
+        """The bot's message created with ``nonce`` within the window; 404 10008 if it was deleted since."""
+        key = (self.bot_user_id, nonce)
+        entry = self._nonces.get(key)
+        if entry is None:
+            return None
+        message_id, created = entry
+        if self._clock() - created > self.nonce_window_seconds:
+            del self._nonces[key]
+            return None
+        message = self.messages.get(message_id)
+        if message is None:
+            raise _ApiError(404, 10008, "Unknown Message")
+        return message
 
     async def _edit_message(self, request: web.Request) -> web.Response:
         channel = self._require_channel(request)
@@ -1696,10 +1847,13 @@ class FakeDiscord:
                 message[key] = body[key]
         message["edited_timestamp"] = _iso()
 
-    def _echo(self, event: str, message: JSONObject, channel: _Channel) -> None:
+    def _echo(self, event: str, message: JSONObject, channel: _Channel, *, nonce: str | None = None) -> None:
         """Discord tells the bot's own gateway about its own messages and edits too."""
         if self.echo_bot_messages and self._sessions_for(channel.guild_id) and not message["flags"] & EPHEMERAL:
-            self._emit(Dispatch(event, self._gateway_message(message, channel.guild_id), channel.guild_id))
+            data = self._gateway_message(message, channel.guild_id)
+            if nonce is not None:
+                data["nonce"] = nonce
+            self._emit(Dispatch(event, data, channel.guild_id))
 
     # -- REST handlers: application commands and interactions -----------------------------------------------------
 
@@ -1931,6 +2085,27 @@ _STATUS_CODES: Final = {403: 50013}
 
 def _content_too_long() -> _ApiError:
     return _form_error("content", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_CONTENT_LENGTH} or fewer in length.")
+
+
+def _query_int(query: Mapping[str, str], name: str, default: int | None = None) -> int | None:
+    if name not in query:
+        return default
+    value = _as_int(query[name])
+    if value is None:
+        raise _form_error(name, "NUMBER_TYPE_COERCE", f'Value "{query[name]}" is not int.')
+    return value
+
+
+def _nonce(body: JSONObject) -> str | None:
+    """The create's nonce as a string (integers and strings are the same nonce), checked like Discord's."""
+    nonce = body.get("nonce")
+    if nonce is None:
+        return None
+    if isinstance(nonce, bool) or not isinstance(nonce, str | int):
+        raise _form_error("nonce", "BASE_TYPE_STRING", "Must be an integer or a string.")
+    if len(str(nonce)) > MAX_NONCE_LENGTH:
+        raise _form_error("nonce", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_NONCE_LENGTH} or fewer in length.")
+    return str(nonce)
 
 
 def _validate_message_body(body: JSONObject, files: Sequence[tuple[str, int]]) -> None:

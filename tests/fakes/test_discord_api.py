@@ -16,8 +16,10 @@ from discord import app_commands
 from tests.fakes.discord_api import (
     DEFAULT_TOKEN,
     EPHEMERAL,
+    MAX_NONCE_LENGTH,
     FakeDiscord,
     Intent,
+    LostResponse,
     point_discord_at,
 )
 from tests.fakes.discord_ids import (
@@ -71,6 +73,16 @@ class NoIdentifyDelayClient(RecordingClient):
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
         # discord.py sleeps 5 s before every non-initial IDENTIFY; pointless against a fake.
         return None
+
+
+class ManualClock:
+    """Stands in for time.monotonic, so a test steps past the nonce window instead of waiting it out."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def populate(fake: FakeDiscord) -> None:
@@ -322,6 +334,148 @@ async def test_403_raises_forbidden(fake: FakeDiscord, bot: RecordingClient) -> 
         await channel.send("nope")
     assert error.value.code == 50013
     assert fake.posted.empty()
+
+
+# -- nonces, lost answers and history -----------------------------------------------------------------------------
+
+
+def text_channel(client: discord.Client) -> discord.TextChannel:
+    channel = client.get_channel(CHANNEL_ID)
+    assert isinstance(channel, discord.TextChannel)
+    return channel
+
+
+def message_creates(fake: FakeDiscord, message_id: int) -> list[dict[str, Any]]:
+    return [d.data for d in fake.dispatches if d.event == "MESSAGE_CREATE" and d.data["id"] == str(message_id)]
+
+
+async def test_send_twice_with_one_nonce_creates_one_message(fake: FakeDiscord, bot: RecordingClient) -> None:
+    channel = text_channel(bot)
+    first = await channel.send("part one", nonce="turn-1:0")
+    again = await channel.send("part one", nonce="turn-1:0")
+
+    assert again.id == first.id and again.content == "part one" and again.nonce == "turn-1:0"
+    assert [m.id for m in fake.sent_messages] == [first.id]
+    assert (await fake.next_message()).nonce == "turn-1:0" and fake.posted.empty()
+    assert [d["nonce"] for d in message_creates(fake, first.id)] == ["turn-1:0"]  # one dispatch, carrying it
+    assert [(d.message_id, d.nonce) for d in fake.deduplicated_sends] == [(first.id, "turn-1:0")]
+    # discord.py has no enforce_nonce argument: its handle_message_parameters always adds it to a nonce.
+    bodies = [r.body for r in fake.requests_to("POST", "/channels/{id}/messages")]
+    assert [(b["nonce"], b["enforce_nonce"]) for b in bodies] == [("turn-1:0", True), ("turn-1:0", True)]
+    assert "nonce" not in fake.messages[first.id]  # Discord keeps nonces ephemerally, not on the message
+
+
+async def test_discord_py_gives_every_send_its_own_enforced_nonce(fake: FakeDiscord, bot: RecordingClient) -> None:
+    channel = text_channel(bot)
+    await channel.send("same words")
+    await channel.send("same words")
+    bodies = [r.body for r in fake.requests_to("POST", "/channels/{id}/messages")]
+    assert all(b["enforce_nonce"] is True for b in bodies)
+    assert bodies[0]["nonce"] != bodies[1]["nonce"]  # secrets.randbits(64), sent as a string
+    assert len(fake.sent_messages) == 2 and fake.deduplicated_sends == []
+
+
+async def test_nonce_is_forgotten_after_the_window() -> None:
+    clock = ManualClock()
+    async with fake_discord(clock=clock, nonce_window_seconds=300.0) as fake, running(RecordingClient(), fake) as bot:
+        channel = text_channel(bot)
+        first = await channel.send("hello", nonce=42)
+        clock.now += 300.0
+        assert (await channel.send("hello", nonce="42")).id == first.id  # an int nonce and its string are one
+        clock.now += 0.001
+        later = await channel.send("hello", nonce=42)
+        assert later.id != first.id and len(fake.sent_messages) == 2
+
+
+async def test_nonce_of_a_deleted_message_is_unknown_message(fake: FakeDiscord, bot: RecordingClient) -> None:
+    channel = text_channel(bot)
+    sent = await channel.send("soon gone", nonce="turn-2:0")
+    await sent.delete()
+    with pytest.raises(discord.NotFound) as error:
+        await channel.send("soon gone", nonce="turn-2:0")
+    assert error.value.code == 10008 and len(fake.sent_messages) == 1
+
+
+async def test_nonce_longer_than_25_characters_is_rejected(fake: FakeDiscord, bot: RecordingClient) -> None:
+    with pytest.raises(discord.HTTPException) as error:
+        await text_channel(bot).send("x", nonce="n" * (MAX_NONCE_LENGTH + 1))
+    assert error.value.status == 400 and error.value.code == 50035
+    assert fake.sent_messages == []
+
+
+async def test_lost_create_answer_then_resend_returns_the_stored_message(
+    fake: FakeDiscord, bot: RecordingClient
+) -> None:
+    channel = text_channel(bot)
+    fake.lose_responses("POST", "/channels/{id}/messages", status=503)  # 503: discord.py raises, no retry
+
+    with pytest.raises(discord.DiscordServerError):
+        await channel.send("answer", nonce="turn-3:0")
+    [stored] = fake.sent_messages
+    assert stored.content == "answer" and fake.messages[stored.id]["content"] == "answer"
+    assert len(message_creates(fake, stored.id)) == 1  # Discord acted: it dispatched the message too
+    [lost] = fake.lost_responses
+    assert lost == LostResponse("POST", f"/channels/{CHANNEL_ID}/messages", 503, 200, lost.lost_body)
+    assert lost.lost_body["id"] == str(stored.id)
+
+    resent = await channel.send("answer", nonce="turn-3:0")
+    assert resent.id == stored.id and len(fake.sent_messages) == 1
+
+
+async def test_discord_py_retries_a_lost_500_and_the_nonce_keeps_one_message(
+    fake: FakeDiscord, bot: RecordingClient
+) -> None:
+    # discord.py sleeps 1 s before retrying a 500 with the same payload, nonce included: this test waits that long.
+    fake.lose_responses("POST", "/channels/{id}/messages", status=500)
+    sent = await text_channel(bot).send("exactly once")
+    assert [m.id for m in fake.sent_messages] == [sent.id]
+    assert len(fake.requests_to("POST", "/channels/{id}/messages")) == 2
+    assert [d.message_id for d in fake.deduplicated_sends] == [sent.id]
+
+
+async def test_dropped_create_raises_but_the_message_exists(fake: FakeDiscord, bot: RecordingClient) -> None:
+    fake.drop_responses("POST", "/channels/{id}/messages")
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await text_channel(bot).send("posted in the dark", nonce="turn-4:0")
+    assert [m.content for m in fake.sent_messages] == ["posted in the dark"]
+    assert fake.lost_responses[0].status is None
+    assert (await text_channel(bot).send("posted in the dark", nonce="turn-4:0")).id == fake.sent_messages[0].id
+
+
+async def test_lost_edit_answer_still_edits(fake: FakeDiscord, bot: RecordingClient) -> None:
+    message = await text_channel(bot).send("draft")
+    fake.fail_next("PATCH", "/channels/{id}/messages/{mid}", status=403)
+    fake.lose_responses("PATCH", "/channels/{id}/messages/{mid}", status=503)
+    with pytest.raises(discord.Forbidden):
+        await message.edit(content="refused")
+    with pytest.raises(discord.DiscordServerError):
+        await message.edit(content="final")
+    assert fake.messages[message.id]["content"] == "final"
+    assert (await fake.next_edit()).content == "final"  # the refused edit never reached the message
+    assert [(r.method, r.lost_status) for r in fake.lost_responses] == [("PATCH", 200)]
+
+
+async def test_history_pages_newest_first_with_before_after_around(fake: FakeDiscord, bot: RecordingClient) -> None:
+    channel = text_channel(bot)
+    ids = [(await channel.send(f"m{i}")).id for i in range(7)]
+
+    assert [m.id async for m in channel.history(limit=3)] == ids[:-4:-1]
+    assert [m.id async for m in channel.history(limit=2, before=discord.Object(ids[5]))] == [ids[4], ids[3]]
+    # discord.py reads an after page oldest first and pages on from its newest message: data[0].
+    assert [m.id async for m in channel.history(limit=3, after=discord.Object(ids[1]))] == ids[2:5]
+    assert [m.id async for m in channel.history(limit=None, after=discord.Object(ids[1]))] == ids[2:]
+    assert [m.id async for m in channel.history(limit=3, around=discord.Object(ids[3]))] == [ids[4], ids[3], ids[2]]
+    assert [m.id async for m in channel.history(limit=4, around=discord.Object(ids[6]))] == ids[:-5:-1]
+    assert fake.requests_to("GET", "/channels/{id}/messages")[0].query == {"limit": "3"}
+
+    headers = {"Authorization": f"Bot {DEFAULT_TOKEN}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        url = f"{fake.api_url}/channels/{CHANNEL_ID}/messages"
+        async with session.get(url) as listed:
+            assert [int(m["id"]) for m in await listed.json()] == ids[::-1]  # default limit 50
+        for limit in ("0", "101", "many"):
+            async with session.get(url, params={"limit": limit}) as refused:
+                assert refused.status == 400 and (await refused.json())["code"] == 50035
 
 
 # -- reconnects ----------------------------------------------------------------------------------------------------
