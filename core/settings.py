@@ -71,7 +71,12 @@ class Settings(BaseSettings):
 
     # Gateway
     dedupe_ttl_seconds: int = Field(86400, ge=1, description="How long a platform event ID is remembered")
-    lock_timeout_seconds: float = Field(30.0, gt=0, description="Turn lock expiry; renewed while a turn runs")
+    lock_timeout_seconds: float = Field(
+        30.0, gt=0, description="Lease of a message being answered; renewed while its turn runs, taken over if not"
+    )
+    max_concurrent_turns: int = Field(
+        64, ge=1, description="Turns one process runs at once; the rest wait in the inbox"
+    )
     rate_limit_per_minute: int = Field(20, ge=0, description="Messages per user per minute; 0 = no limit")
     max_input_chars: int = Field(4000, ge=1, description="Longest user message accepted")
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 __all__ = ["IncomingMessage", "Reply", "ReplyKind"]
 
-ReplyKind = Literal["answer", "command", "error", "limit", "busy"]
+ReplyKind = Literal["answer", "command", "error", "limit", "silent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +33,20 @@ class IncomingMessage:
     def dedupe_key(self) -> str:
         return self.turn_key or self.event_id
 
+    def to_json(self) -> str:
+        """What the inbox keeps: enough for any process to answer and post, long after the event."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> IncomingMessage:
+        data: dict[str, Any] = json.loads(raw)
+        return cls(**data)
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """Text to post back; `kind` says whether it is the model's answer or the gateway speaking."""
+    """Text to post back; `kind` says whether it is the model's answer or the gateway speaking.
+    A `silent` reply posts nothing (a repeat of a limit notice already given this window)."""
 
     text: str
     kind: ReplyKind = "answer"
@@ -43,4 +54,4 @@ class Reply:
 
     @property
     def is_error(self) -> bool:
-        return self.kind in ("error", "busy")
+        return self.kind == "error"

@@ -1,13 +1,18 @@
 """Conversation memory: the store protocol, the Redis store and the embedded SQLite default."""
 
-from core.store.base import MemoryBackend, MessageStore, ThreadRef, TurnLock
+from core.store.base import MemoryBackend, MessageStore, ThreadRef
 from core.store.factory import open_backend
+from core.store.inbox import Claim, Inbox, Intake, Lease, TurnRecord
 from core.store.redis import RedisChatMessageStore
 from core.store.redis_backend import RedisConnection
 from core.store.sqlite import SqliteChatMessageStore
 from core.store.sqlite_backend import SqliteConnection
 
 __all__ = [
+    "Claim",
+    "Inbox",
+    "Intake",
+    "Lease",
     "MemoryBackend",
     "MessageStore",
     "RedisChatMessageStore",
@@ -15,6 +20,6 @@ __all__ = [
     "SqliteChatMessageStore",
     "SqliteConnection",
     "ThreadRef",
-    "TurnLock",
+    "TurnRecord",
     "open_backend",
 ]

@@ -1,8 +1,9 @@
 """What every conversation store and memory backend offers, whatever holds the data.
 
-`MessageStore` is one thread's history (the reference notebook's shape). `MemoryBackend` is the one
-object per process that owns the connection and hands out stores, event claims, turn locks and
-counters; the gateway depends only on these two protocols.
+`MessageStore` is one conversation's history (the reference notebook's shape). A backend is the one
+object per process that owns the connection; what it offers is split by concern: `MessageStores`
+(histories), `Inboxes` (delivery: core.store.inbox), `Flags` (small facts an adapter keeps), and
+`MemoryBackend` is all of them.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core.messages import ChatMessage
+from core.store.inbox import Inbox
 
-__all__ = ["MemoryBackend", "MessageStore", "ThreadRef", "TurnLock"]
+__all__ = ["Flags", "Inboxes", "MemoryBackend", "MessageStore", "MessageStores", "ThreadRef"]
 
 
 class MessageStore(Protocol):
@@ -32,39 +34,33 @@ class MessageStore(Protocol):
     async def update_from_state(self, state: dict[str, Any]) -> None: ...
 
 
-class TurnLock(Protocol):
-    """A thread's turn, held by one owner at a time across processes; it expires if the owner dies."""
-
-    async def acquire(self, wait_seconds: float) -> bool: ...
-
-    async def extend(self) -> bool: ...
-
-    async def release(self) -> None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class ThreadRef:
     namespace: str | None
     thread_id: str
 
 
-class MemoryBackend(Protocol):
+class MessageStores(Protocol):
     kind: str
 
     def store(self, thread_id: str, namespace: str | None = None) -> MessageStore: ...
-
-    async def claim_event(self, namespace: str | None, event_id: str, ttl_seconds: int) -> bool: ...
-
-    def turn_lock(self, namespace: str | None, thread_id: str, expire_seconds: float) -> TurnLock: ...
-
-    async def count_hit(self, name: str, window_seconds: int) -> int: ...
-
-    async def set_flag(self, name: str, ttl_seconds: int | None) -> None: ...
-
-    async def has_flag(self, name: str) -> bool: ...
 
     def iter_threads(self, namespace: str | None = None, match: str | None = None) -> AsyncIterator[ThreadRef]: ...
 
     async def ping(self) -> bool: ...
 
     async def aclose(self) -> None: ...
+
+
+class Inboxes(Protocol):
+    def inbox(self, *, lease_seconds: float, keep_seconds: int, owner: str | None = None) -> Inbox: ...
+
+
+class Flags(Protocol):
+    async def set_flag(self, name: str, ttl_seconds: int | None) -> None: ...
+
+    async def has_flag(self, name: str) -> bool: ...
+
+
+class MemoryBackend(MessageStores, Inboxes, Flags, Protocol):
+    """The process's backend: Redis (`RedisConnection`) or the embedded SQLite file (`SqliteConnection`)."""

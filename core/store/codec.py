@@ -8,9 +8,8 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from core.messages import ChatMessage
-from core.store.base import ThreadRef
 
-__all__ = ["decode_messages", "parse_message_key"]
+__all__ = ["decode_messages"]
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +28,3 @@ def decode_messages(raw: Sequence[bytes | str], key: str) -> list[ChatMessage]:
                 extra={"key": key},
             )
     return messages
-
-
-def parse_message_key(key: str, key_prefix: str) -> ThreadRef | None:
-    head, brace, rest = key.partition("{")
-    thread_id, _, tail = rest.partition("}")
-    if not brace or tail != ":messages" or not head.startswith(f"{key_prefix}:"):
-        return None
-    namespace = head[len(key_prefix) + 1 : -1] or None
-    return ThreadRef(namespace=namespace, thread_id=thread_id)

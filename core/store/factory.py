@@ -20,6 +20,8 @@ def open_backend(settings: Settings) -> RedisConnection | SqliteConnection:
             pool_size=settings.redis_pool_size,
             cluster=settings.redis_cluster,
             sentinel_master=settings.redis_sentinel_master,
+            # Waiting for a connection is bounded by a turn's lease, not by one command's timeout.
+            pool_timeout_seconds=settings.lock_timeout_seconds,
             key_prefix=settings.key_prefix,
             max_messages=settings.store_max_messages,
             ttl_seconds=settings.store_ttl_seconds,

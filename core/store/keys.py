@@ -1,13 +1,33 @@
-"""Redis key names. The scheme is ARCHITECTURE.md's: change both together.
+"""Redis key names, built and parsed here only. The scheme is ARCHITECTURE.md's: change both together.
 
-Every key of one thread carries the hash tag `{<thread_id>}`, so a thread lives in one Redis Cluster
-slot and its multi-key operations stay atomic. Thread IDs never hold `{` or `}` (core.threads escapes
-them), so the tag always closes where we mean it to.
+Every key of one conversation carries the hash tag `{<thread_id>}`, so a conversation lives in one
+Redis Cluster slot and each step of a turn (intake, commit, finish) is one atomic script over its keys.
+Thread IDs never hold `{` or `}` (core.threads escapes them), so the tag always closes where we mean it to.
+
+    <prefix>:<ns>:{<thread_id>}:messages   LIST of the conversation's JSON messages, oldest first
+    <prefix>:<ns>:{<thread_id>}:writes     LIST of recent write IDs: a retried write is not stored twice
+    <prefix>:<ns>:{<thread_id>}:inbox      STREAM of messages not yet delivered; group `turns` holds the lease
+    <prefix>:<ns>:{<thread_id>}:turns      HASH message key -> the turn's record (state, reply, what was posted)
+    <prefix>:<ns>:{<thread_id>}:seen       ZSET message key -> arrival (ms): records older than the dedupe TTL go
+    <prefix>:<ns>:{<thread_id>}:rate       HASH user -> hits in the current window (per-conversation rate limit)
+    <prefix>:<ns>:inboxes                  ZSET thread ID -> when to look at its inbox again (ms): recovery's index
+    <prefix>:flag:<name>                   a flag an adapter keeps (Slack: threads the bot takes part in)
 """
 
 from __future__ import annotations
 
-__all__ = ["event_key", "lock_key", "message_key", "thread_prefix", "writes_key"]
+from dataclasses import dataclass
+
+__all__ = [
+    "ConversationKeys",
+    "flag_key",
+    "inbox_index_key",
+    "message_key",
+    "parse_message_key",
+    "thread_prefix",
+    "threads_pattern",
+    "writes_key",
+]
 
 
 def thread_prefix(key_prefix: str, namespace: str | None, thread_id: str) -> str:
@@ -18,21 +38,52 @@ def thread_prefix(key_prefix: str, namespace: str | None, thread_id: str) -> str
 
 
 def message_key(key_prefix: str, namespace: str | None, thread_id: str) -> str:
-    """`<prefix>:<platform>:{<thread_id>}:messages`, the LIST of JSON messages."""
     return f"{thread_prefix(key_prefix, namespace, thread_id)}:messages"
 
 
 def writes_key(key_prefix: str, namespace: str | None, thread_id: str) -> str:
-    """`<prefix>:<platform>:{<thread_id>}:writes`, IDs of the latest writes: a retried write is not stored twice."""
     return f"{thread_prefix(key_prefix, namespace, thread_id)}:writes"
 
 
-def lock_key(key_prefix: str, namespace: str | None, thread_id: str) -> str:
-    """`<prefix>:<platform>:{<thread_id>}:lock`, the turn lock."""
-    return f"{thread_prefix(key_prefix, namespace, thread_id)}:lock"
+@dataclass(frozen=True, slots=True)
+class ConversationKeys:
+    """All keys of one conversation (one slot), in the order the scripts take them."""
+
+    messages: str
+    writes: str
+    inbox: str
+    turns: str
+    seen: str
+    rate: str
+
+    @classmethod
+    def of(cls, key_prefix: str, namespace: str | None, thread_id: str) -> ConversationKeys:
+        base = thread_prefix(key_prefix, namespace, thread_id)
+        return cls(*(f"{base}:{part}" for part in ("messages", "writes", "inbox", "turns", "seen", "rate")))
+
+    def all(self) -> list[str]:
+        return [self.messages, self.writes, self.inbox, self.turns, self.seen, self.rate]
 
 
-def event_key(key_prefix: str, namespace: str | None, event_id: str) -> str:
-    """`<prefix>:<platform>:event:<event_id>`, the idempotency claim."""
+def inbox_index_key(key_prefix: str, namespace: str | None) -> str:
     middle = f"{namespace}:" if namespace else ""
-    return f"{key_prefix}:{middle}event:{event_id}"
+    return f"{key_prefix}:{middle}inboxes"
+
+
+def flag_key(key_prefix: str, name: str) -> str:
+    return f"{key_prefix}:flag:{name}"
+
+
+def threads_pattern(key_prefix: str, namespace: str | None, match: str | None) -> str:
+    """The SCAN pattern of message lists: every stored conversation (of `namespace`, matching `match`)."""
+    middle = f"{namespace}:" if namespace else "*"
+    return f"{key_prefix}:{middle}{{{match or '*'}}}:messages"
+
+
+def parse_message_key(key: str, key_prefix: str) -> tuple[str | None, str] | None:
+    """(namespace, thread_id) of a message list's key; None for any other key."""
+    head, brace, rest = key.partition("{")
+    thread_id, _, tail = rest.partition("}")
+    if not brace or tail != ":messages" or not head.startswith(f"{key_prefix}:"):
+        return None
+    return head[len(key_prefix) + 1 : -1] or None, thread_id

@@ -6,62 +6,22 @@ open more than `pool_size` connections. Retries are redis-py's `Retry` policy, n
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
-from uuid import uuid4
 
-from redis.asyncio.lock import Lock
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import RedisError
 
 from core.store.base import ThreadRef
-from core.store.codec import parse_message_key
-from core.store.keys import event_key, lock_key
+from core.store.keys import flag_key, parse_message_key, threads_pattern
 from core.store.redis import RedisChatMessageStore, describe_client, translate_redis_error
+from core.store.redis_inbox import RedisInbox
 from core.store.topology import RedisClient, build_client
 
-__all__ = ["RedisConnection", "RedisTurnLock"]
-
-_LOCK_POLL_SECONDS = 0.005
-# One key, so it runs on Redis Cluster too; atomic, so a counter never lives without its expiry.
-_COUNT_SCRIPT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return count
-"""
-
-
-class RedisTurnLock:
-    """A thread's turn as a redis-py `Lock`: owner token, expiry, released only by its owner."""
-
-    def __init__(self, client: RedisClient, key: str, expire_seconds: float) -> None:
-        self._lock: Lock = client.lock(
-            key, timeout=expire_seconds, sleep=_LOCK_POLL_SECONDS, thread_local=False, raise_on_release_error=False
-        )
-        self._client = client
-        self._key = key
-
-    async def acquire(self, wait_seconds: float) -> bool:
-        try:
-            return bool(await self._lock.acquire(blocking_timeout=wait_seconds, token=uuid4().hex))
-        except RedisError as exc:
-            raise translate_redis_error(exc, self._client, f"taking the turn lock {self._key}") from exc
-
-    async def extend(self) -> bool:
-        """Reset the expiry while a long turn runs; False when the lock was lost to expiry."""
-        try:
-            return bool(await self._lock.reacquire())
-        except (LockError, RedisError):
-            return False
-
-    async def release(self) -> None:
-        # An unreleased lock expires on its own; the turn's outcome does not depend on it.
-        with contextlib.suppress(LockError, RedisError):
-            await self._lock.release()
+__all__ = ["RedisConnection"]
 
 
 class RedisConnection:
-    """Hands out stores, event claims, locks and counters on one client. Owns it only if built here."""
+    """Hands out stores, the inbox and flags on one client. Owns it only if built here."""
 
     kind = "redis"
 
@@ -79,7 +39,6 @@ class RedisConnection:
         self.max_messages = max_messages
         self.ttl_seconds = ttl_seconds
         self._owns_client = owns_client
-        self._count = client.register_script(_COUNT_SCRIPT)
 
     @classmethod
     def from_url(
@@ -90,12 +49,14 @@ class RedisConnection:
         pool_size: int = 50,
         cluster: bool = False,
         sentinel_master: str | None = None,
+        pool_timeout_seconds: float | None = None,
         **kwargs: Any,
     ) -> RedisConnection:
         """Build and own a client for `url` (a server, a Cluster or Sentinel: see core.store.topology)."""
         client = build_client(
-            url, timeout_seconds=timeout_seconds, pool_size=pool_size, cluster=cluster, sentinel_master=sentinel_master
-        )
+            url, timeout_seconds=timeout_seconds, pool_size=pool_size, cluster=cluster, sentinel_master=sentinel_master,
+            pool_timeout_seconds=pool_timeout_seconds,
+        )  # fmt: skip
         return cls(client, owns_client=True, **kwargs)
 
     def describe(self) -> str:
@@ -111,39 +72,22 @@ class RedisConnection:
             ttl_seconds=self.ttl_seconds,
         )
 
-    async def claim_event(self, namespace: str | None, event_id: str, ttl_seconds: int) -> bool:
-        """True the first time an event ID is seen within `ttl_seconds`; False for every repeat."""
-        key = event_key(self.key_prefix, namespace, event_id)
-        try:
-            return bool(await self.client.set(key, b"1", nx=True, ex=ttl_seconds))
-        except RedisError as exc:
-            raise translate_redis_error(exc, self.client, f"claiming event {key}") from exc
-
-    async def release_event(self, namespace: str | None, event_id: str) -> None:
-        """Forget a claim whose turn failed before anything was posted, so a redelivery can run it."""
-        with contextlib.suppress(RedisError):  # the claim then expires on its own
-            await self.client.delete(event_key(self.key_prefix, namespace, event_id))
-
-    def turn_lock(self, namespace: str | None, thread_id: str, expire_seconds: float) -> RedisTurnLock:
-        return RedisTurnLock(self.client, lock_key(self.key_prefix, namespace, thread_id), expire_seconds)
-
-    async def count_hit(self, name: str, window_seconds: int) -> int:
-        """Count one hit on a fixed-window counter and return the window's total so far."""
-        key = f"{self.key_prefix}:rate:{name}"
-        try:
-            return int(await self._count(keys=[key], args=[window_seconds]))
-        except RedisError as exc:
-            raise translate_redis_error(exc, self.client, f"counting {key}") from exc
+    def inbox(self, *, lease_seconds: float, keep_seconds: int, owner: str | None = None) -> RedisInbox:
+        """The process's inbox on this client (one per process: `owner` names the process in its leases)."""
+        return RedisInbox(
+            self.client, key_prefix=self.key_prefix, max_messages=self.max_messages, ttl_seconds=self.ttl_seconds,
+            lease_seconds=lease_seconds, keep_seconds=keep_seconds, owner=owner,
+        )  # fmt: skip
 
     async def set_flag(self, name: str, ttl_seconds: int | None) -> None:
-        key = f"{self.key_prefix}:flag:{name}"
+        key = flag_key(self.key_prefix, name)
         try:
             await self.client.set(key, b"1", ex=ttl_seconds)
         except RedisError as exc:
             raise translate_redis_error(exc, self.client, f"setting {key}") from exc
 
     async def has_flag(self, name: str) -> bool:
-        key = f"{self.key_prefix}:flag:{name}"
+        key = flag_key(self.key_prefix, name)
         try:
             return bool(await self.client.exists(key))
         except RedisError as exc:
@@ -151,13 +95,12 @@ class RedisConnection:
 
     async def iter_threads(self, namespace: str | None = None, match: str | None = None) -> AsyncIterator[ThreadRef]:
         """Every stored thread, found with SCAN (never KEYS); `match` is a glob on the thread ID."""
-        middle = f"{namespace}:" if namespace else "*"
-        pattern = f"{self.key_prefix}:{middle}{{{match or '*'}}}:messages"
+        pattern = threads_pattern(self.key_prefix, namespace, match)
         try:
             async for raw in self.client.scan_iter(match=pattern, count=500):
-                ref = parse_message_key(raw.decode() if isinstance(raw, bytes) else raw, self.key_prefix)
-                if ref is not None:
-                    yield ref
+                parsed = parse_message_key(raw.decode() if isinstance(raw, bytes) else raw, self.key_prefix)
+                if parsed is not None:
+                    yield ThreadRef(*parsed)
         except RedisError as exc:
             raise translate_redis_error(exc, self.client, "listing threads") from exc
 

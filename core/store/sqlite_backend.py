@@ -1,4 +1,4 @@
-"""The embedded backend: one SQLite file under DATA_DIR, handing out stores, event claims, locks and counters.
+"""The embedded backend: one SQLite file under DATA_DIR, handing out stores, the inbox and flags.
 
 The same contract as `RedisConnection`, for running with no server; the same key names, so a
 thread's data looks alike in both.
@@ -12,58 +12,15 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from uuid import uuid4
 
 from core.errors import StoreUnavailableError
 from core.store.base import ThreadRef
-from core.store.codec import parse_message_key
-from core.store.keys import event_key, lock_key
+from core.store.keys import flag_key, parse_message_key
 from core.store.sqlite import SqliteChatMessageStore
 from core.store.sqlite_db import Clock, SqliteDatabase
+from core.store.sqlite_inbox import SqliteInbox
 
 __all__ = ["SqliteConnection"]
-
-_LOCK_POLL_SECONDS = 0.005
-
-
-class _SqliteTurnLock:
-    def __init__(self, db: SqliteDatabase, key: str, expire_seconds: float) -> None:
-        self._db, self._key, self._expire = db, key, expire_seconds
-        self._token = uuid4().hex
-
-    def _take(self, conn: sqlite3.Connection) -> bool:
-        now = self._db.clock()
-        conn.execute("DELETE FROM kv WHERE key = ? AND expires_at <= ?", (self._key, now))
-        cursor = conn.execute(
-            "INSERT OR IGNORE INTO kv (key, value, expires_at) VALUES (?, ?, ?)",
-            (self._key, self._token, now + self._expire),
-        )
-        return cursor.rowcount == 1
-
-    async def acquire(self, wait_seconds: float) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_seconds
-        while not await self._db.run(self._take, write=True):
-            if loop.time() >= deadline:
-                return False
-            await asyncio.sleep(_LOCK_POLL_SECONDS)  # another process holds the turn; SQLite cannot notify us
-        return True
-
-    async def extend(self) -> bool:
-        def renew(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
-                "UPDATE kv SET expires_at = ? WHERE key = ? AND value = ?",
-                (self._db.clock() + self._expire, self._key, self._token),
-            )
-            return cursor.rowcount == 1
-
-        return await self._db.run(renew, write=True)
-
-    async def release(self) -> None:
-        await self._db.run(
-            lambda conn: conn.execute("DELETE FROM kv WHERE key = ? AND value = ?", (self._key, self._token)),
-            write=True,
-        )
 
 
 class SqliteConnection:
@@ -98,6 +55,13 @@ class SqliteConnection:
             ttl_seconds=self.ttl_seconds,
         )
 
+    def inbox(self, *, lease_seconds: float, keep_seconds: int, owner: str | None = None) -> SqliteInbox:
+        """The process's inbox in the same file: one process only (several processes need Redis)."""
+        return SqliteInbox(
+            self._db, key_prefix=self.key_prefix, max_messages=self.max_messages, ttl_seconds=self.ttl_seconds,
+            lease_seconds=lease_seconds, keep_seconds=keep_seconds, owner=owner,
+        )  # fmt: skip
+
     async def _set_once(self, key: str, ttl_seconds: int | None, *, only_new: bool) -> bool:
         def write(conn: sqlite3.Connection) -> bool:
             now = self._db.clock()
@@ -109,36 +73,11 @@ class SqliteConnection:
 
         return await self._db.run(write, write=True)
 
-    async def claim_event(self, namespace: str | None, event_id: str, ttl_seconds: int) -> bool:
-        return await self._set_once(event_key(self.key_prefix, namespace, event_id), ttl_seconds, only_new=True)
-
-    async def release_event(self, namespace: str | None, event_id: str) -> None:
-        key = event_key(self.key_prefix, namespace, event_id)
-        await self._db.run(lambda conn: conn.execute("DELETE FROM kv WHERE key = ?", (key,)), write=True)
-
-    def turn_lock(self, namespace: str | None, thread_id: str, expire_seconds: float) -> _SqliteTurnLock:
-        return _SqliteTurnLock(self._db, lock_key(self.key_prefix, namespace, thread_id), expire_seconds)
-
-    async def count_hit(self, name: str, window_seconds: int) -> int:
-        key = f"{self.key_prefix}:rate:{name}"
-
-        def write(conn: sqlite3.Connection) -> int:
-            now = self._db.clock()
-            conn.execute("DELETE FROM kv WHERE key = ? AND expires_at <= ?", (key, now))
-            conn.execute(
-                "INSERT INTO kv (key, value, expires_at) VALUES (?, '1', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
-                (key, now + window_seconds),
-            )
-            return int(conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()[0])
-
-        return await self._db.run(write, write=True)
-
     async def set_flag(self, name: str, ttl_seconds: int | None) -> None:
-        await self._set_once(f"{self.key_prefix}:flag:{name}", ttl_seconds, only_new=False)
+        await self._set_once(flag_key(self.key_prefix, name), ttl_seconds, only_new=False)
 
     async def has_flag(self, name: str) -> bool:
-        key = f"{self.key_prefix}:flag:{name}"
+        key = flag_key(self.key_prefix, name)
 
         def read(conn: sqlite3.Connection) -> bool:
             row = conn.execute("SELECT expires_at FROM kv WHERE key = ?", (key,)).fetchone()
@@ -154,8 +93,11 @@ class SqliteConnection:
             return [row[0] for row in rows]
 
         for key in await self._db.run(read):
-            ref = parse_message_key(key, self.key_prefix)
-            if ref is None or (namespace is not None and ref.namespace != namespace):
+            parsed = parse_message_key(key, self.key_prefix)
+            if parsed is None:
+                continue
+            ref = ThreadRef(*parsed)
+            if namespace is not None and ref.namespace != namespace:
                 continue
             if match is None or fnmatch.fnmatchcase(ref.thread_id, match):
                 yield ref

@@ -25,6 +25,25 @@ CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY AUTOINCREMENT, key T
 CREATE INDEX IF NOT EXISTS messages_by_key ON messages (key, id);
 CREATE TABLE IF NOT EXISTS threads (key TEXT PRIMARY KEY, expires_at REAL);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL);
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, conversation TEXT NOT NULL, message_key TEXT NOT NULL,
+    payload TEXT NOT NULL, owner TEXT, deliveries INTEGER NOT NULL DEFAULT 0, leased_at REAL
+);
+CREATE INDEX IF NOT EXISTS inbox_by_conversation ON inbox (conversation, id);
+CREATE TABLE IF NOT EXISTS turns (
+    conversation TEXT NOT NULL, message_key TEXT NOT NULL, record TEXT NOT NULL, arrived REAL NOT NULL,
+    PRIMARY KEY (conversation, message_key)
+);
+CREATE INDEX IF NOT EXISTS turns_by_arrival ON turns (conversation, arrived);
+CREATE TABLE IF NOT EXISTS inbox_keep (conversation TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS writes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, conversation TEXT NOT NULL, batch TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS writes_by_conversation ON writes (conversation, id);
+CREATE TABLE IF NOT EXISTS inbox_index (
+    key TEXT NOT NULL, thread_id TEXT NOT NULL, score REAL NOT NULL, PRIMARY KEY (key, thread_id)
+);
+CREATE INDEX IF NOT EXISTS inbox_index_by_score ON inbox_index (key, score);
 """
 _SWEEP_EVERY_WRITES = 200
 
@@ -83,6 +102,12 @@ def sweep(conn: sqlite3.Connection, now: float) -> None:
     conn.execute("DELETE FROM messages WHERE key IN (SELECT key FROM threads WHERE expires_at <= ?)", (now,))
     conn.execute("DELETE FROM threads WHERE expires_at <= ?", (now,))
     conn.execute("DELETE FROM kv WHERE expires_at <= ?", (now,))
+    # A conversation's inbox and records go together at their keep deadline, as Redis expires those keys;
+    # rows with no deadline left are orphans (a finish after it passed). Batch IDs go with the history.
+    conn.execute("DELETE FROM inbox_keep WHERE expires_at <= ?", (now,))
+    conn.execute("DELETE FROM inbox WHERE conversation NOT IN (SELECT conversation FROM inbox_keep)")
+    conn.execute("DELETE FROM turns WHERE conversation NOT IN (SELECT conversation FROM inbox_keep)")
+    conn.execute("DELETE FROM writes WHERE conversation || ':messages' NOT IN (SELECT key FROM threads)")
 
 
 def drop_if_expired(conn: sqlite3.Connection, key: str, now: float) -> None:

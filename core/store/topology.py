@@ -80,8 +80,12 @@ def build_client(
     pool_size: int = 50,
     cluster: bool = False,
     sentinel_master: str | None = None,
+    pool_timeout_seconds: float | None = None,
 ) -> RedisClient:
     """A client that does no I/O until first use; the caller owns it and closes it with `aclose()`.
+
+    `timeout_seconds` bounds each attempt of a command; `pool_timeout_seconds` (default: the same) bounds
+    the wait for a free connection, which under load is the turn's deadline: a busy pool is not a down Redis.
 
     Raises:
         ConfigError: a Sentinel URL without REDIS_SENTINEL_MASTER.
@@ -103,13 +107,14 @@ def build_client(
         )
         master: Redis = sentinel.master_for(
             sentinel_master, username=username, password=password, db=int(parts.path.strip("/") or 0),
-            retry=_retry(), max_connections=pool_size, timeout=timeout_seconds,
+            retry=_retry(), max_connections=pool_size, timeout=pool_timeout_seconds or timeout_seconds,
             connection_pool_class=_BlockingSentinelPool,
             socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
         )  # fmt: skip
         return master
     pool = BlockingConnectionPool.from_url(
-        url, max_connections=pool_size, timeout=timeout_seconds, retry=_retry(), health_check_interval=30,
+        url, max_connections=pool_size, timeout=pool_timeout_seconds or timeout_seconds, retry=_retry(),
+        health_check_interval=30,
         socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
     )  # fmt: skip
     return Redis.from_pool(pool)
