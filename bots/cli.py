@@ -19,6 +19,7 @@ from typing import NoReturn
 
 from bots.base import Adapter
 from bots.console import ConsoleAdapter
+from core.delivery import Delivery
 from core.errors import ConfigError, ModelError
 from core.gateway import Gateway
 from core.health import HealthServer
@@ -61,13 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_adapter(name: str, settings: Settings, gateway: Gateway, args: argparse.Namespace) -> Adapter:
+def build_adapter(
+    name: str, settings: Settings, gateway: Gateway, delivery: Delivery, args: argparse.Namespace
+) -> Adapter:
     if name == "console":
-        return ConsoleAdapter(gateway, user_id=args.user, channel_id=args.channel)
+        return ConsoleAdapter(gateway, delivery, user_id=args.user, channel_id=args.channel)
     # Platform SDKs load only when their adapter runs: a console session never imports discord.py.
     module_name, class_name = PLATFORM_ADAPTERS[name].split(":")
     adapter_class: Callable[..., Adapter] = getattr(importlib.import_module(module_name), class_name)
-    return adapter_class(settings=settings, gateway=gateway)
+    return adapter_class(settings=settings, gateway=gateway, delivery=delivery)
+
+
+def build_delivery(settings: Settings, gateway: Gateway) -> Delivery:
+    """The process's delivery runner on the gateway's backend (one inbox, one owner name per process)."""
+    inbox = gateway.backend.inbox(
+        lease_seconds=settings.lock_timeout_seconds, keep_seconds=settings.dedupe_ttl_seconds
+    )
+    return Delivery(gateway, inbox, max_turns=settings.max_concurrent_turns)
 
 
 async def _require_store(backend: MemoryBackend) -> None:
@@ -88,7 +99,8 @@ async def run(settings: Settings, args: argparse.Namespace) -> None:
         stack.push_async_callback(model.aclose)
         await _require_store(backend)
         gateway = Gateway(settings, backend, model)
-        adapters = [build_adapter(name, settings, gateway, args) for name in dict.fromkeys(args.adapters)]
+        delivery = build_delivery(settings, gateway)
+        adapters = [build_adapter(name, settings, gateway, delivery, args) for name in dict.fromkeys(args.adapters)]
         # A terminal chat serves no probes unless HEALTH_PORT is set explicitly.
         console_only = [a.name for a in adapters] == ["console"] and "health_port" not in settings.model_fields_set
         if settings.health_port and not console_only:
@@ -101,11 +113,15 @@ async def run(settings: Settings, args: argparse.Namespace) -> None:
         log.info(
             "starting %s on %s with model %s", ", ".join(a.name for a in adapters), _describe(backend), model.model_id
         )
-        await _serve(adapters, gateway, settings.shutdown_grace_seconds)
+        await _serve(adapters, delivery, settings.shutdown_grace_seconds)
 
 
-async def _serve(adapters: Sequence[Adapter], gateway: Gateway, grace_seconds: float) -> None:
-    """Run the adapters until one ends or SIGTERM/SIGINT; then let in-flight turns finish and stop them all."""
+async def _serve(adapters: Sequence[Adapter], delivery: Delivery, grace_seconds: float) -> None:
+    """Run the adapters until one ends or SIGTERM/SIGINT; then let turns finish and stop them all.
+
+    Turns still running when SHUTDOWN_GRACE_SECONDS is over give their lease back: their messages stay
+    in the inbox, and a live replica (or the next process) answers them.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -115,9 +131,11 @@ async def _serve(adapters: Sequence[Adapter], gateway: Gateway, grace_seconds: f
             tasks = [group.create_task(adapter.run(), name=adapter.name) for adapter in adapters]
             for task in tasks:
                 task.add_done_callback(lambda _: stop.set())  # one adapter ending (console EOF) ends the run
+            runner = group.create_task(delivery.run(), name="delivery")
             await stop.wait()
-            log.info("stopping: letting in-flight turns finish (up to %ss)", grace_seconds)
-            await gateway.drain(grace_seconds)
+            log.info("stopping: letting turns in flight finish (up to %ss)", grace_seconds)
+            await delivery.drain(grace_seconds)
+            runner.cancel()
             for task in tasks:
                 task.cancel()
     except* ConfigError as group_error:

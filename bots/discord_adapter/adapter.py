@@ -1,4 +1,12 @@
-"""`chat-gateway run discord`: the Discord adapter the CLI builds from settings and runs on the shared gateway.
+"""`chat-gateway run discord`: connect to Discord, hand its messages to the core's delivery, serve its writers.
+
+Messages the policy admits are made durable on receipt (`Delivery.receive`); the core's runner answers
+them, under a lease, through `DiscordWriters`, which any process can build from the stored message. A
+message the store could not take gets one short notice (nothing was stored, so nothing else will come).
+`/reset` and `/memory` go through the inbox too: deferred (ephemeral) at once, then answered by editing
+the deferred response; so a reset is ordered with the conversation's turns and its clear is the turn's
+fenced commit, and a replayed interaction is refused by Discord at the deferral, before anything runs.
+There is no drain here: the process's one drain is `Delivery.drain` (SHUTDOWN_GRACE_SECONDS).
 
 Start-up failures an operator must fix become one `ConfigError` line (the CLI exits 2): a missing or
 rejected DISCORD_TOKEN, a refused message content intent, sharding required but DISCORD_SHARD_COUNT
@@ -7,7 +15,7 @@ unset, a DISCORD_API_URL that does not answer like Discord's API. After READY, r
 
 from __future__ import annotations
 
-__all__ = ["INTENT_REFUSED", "SHARDING_REQUIRED", "TOKEN_MISSING", "TOKEN_REJECTED", "DiscordAdapter"]
+__all__ = ["INTENT_REFUSED", "NOT_HERE", "SHARDING_REQUIRED", "TOKEN_MISSING", "TOKEN_REJECTED", "DiscordAdapter"]
 
 import logging
 from typing import Final
@@ -21,11 +29,11 @@ from bots.discord_adapter.client import (
     ChatClient,
     ShardedChatClient,
 )
-from bots.discord_adapter.conversation import Conversation
 from bots.discord_adapter.endpoints import pointed_at
-from bots.discord_adapter.incoming import AnswerPolicy, parse_id_list
-from bots.discord_adapter.writer import EDIT_INTERVAL_SECONDS
-from core.errors import ConfigError
+from bots.discord_adapter.incoming import PLATFORM, AnswerPolicy, command_incoming, parse_id_list
+from bots.discord_adapter.writer import DiscordReply, DiscordWriters
+from core.delivery import Delivery
+from core.errors import ConfigError, StoreError
 from core.gateway import Gateway
 from core.settings import Settings
 
@@ -43,18 +51,19 @@ INTENT_REFUSED: Final = (
 SHARDING_REQUIRED: Final = (
     "Discord requires this bot to be sharded: set DISCORD_SHARD_COUNT (Discord suggests one per 1,000 guilds)"
 )
+NOT_HERE: Final = "I'm not enabled in this channel."
 # Gateway close codes that no reconnect can fix, only the operator.
 _FATAL_CLOSES: Final = {4004: TOKEN_REJECTED, 4011: SHARDING_REQUIRED}
-DRAIN_SECONDS: Final = 10.0
 
 
 class DiscordAdapter:
-    """Discord on the shared gateway: DMs, mentions and replies to the bot; `/reset` and `/memory`.
+    """Discord on the shared delivery: DMs, mentions and replies to the bot; `/reset` and `/memory`.
 
-    Borrows `gateway`. The client is built by `run()` and closed by it on the way out, cancellation included.
-    `drain_seconds` bounds how long answers in flight may finish once `run()` is cancelled. The other options
-    exist for tests: discord.py's waits for guilds and between IDENTIFYs, and how often a streamed answer
-    is edited.
+    Borrows `delivery`; `gateway` is the one `delivery` answers with, taken like every adapter's and unused
+    here. The client is built by `run()`, which serves the writers once logged in and closes the client on
+    the way out, cancellation included: drain `delivery` before (the CLI does), or replies still being
+    posted lose their client. The other options exist for tests: discord.py's waits for guilds and between
+    IDENTIFYs.
     """
 
     name = "discord"
@@ -64,24 +73,19 @@ class DiscordAdapter:
         *,
         settings: Settings,
         gateway: Gateway,
+        delivery: Delivery,
         guild_ready_timeout: float = GUILD_READY_TIMEOUT_SECONDS,
         identify_delay_seconds: float = IDENTIFY_DELAY_SECONDS,
-        edit_interval_seconds: float = EDIT_INTERVAL_SECONDS,
-        drain_seconds: float = DRAIN_SECONDS,
     ) -> None:
         self._settings = settings
-        # DISCORD_GUILD_IDS / DISCORD_CHANNEL_IDS are not Settings fields yet; read them if they appear.
+        self._delivery = delivery
         self._policy = AnswerPolicy(
             allow_bots=settings.discord_allow_bots,
-            guild_ids=parse_id_list("DISCORD_GUILD_IDS", getattr(settings, "discord_guild_ids", None)),
-            channel_ids=parse_id_list("DISCORD_CHANNEL_IDS", getattr(settings, "discord_channel_ids", None)),
-        )
-        self._conversation = Conversation(
-            gateway=gateway, policy=self._policy, edit_interval_seconds=edit_interval_seconds
+            guild_ids=parse_id_list("DISCORD_GUILD_IDS", settings.discord_guild_ids),
+            channel_ids=parse_id_list("DISCORD_CHANNEL_IDS", settings.discord_channel_ids),
         )
         self._guild_ready_timeout = guild_ready_timeout
         self._identify_delay_seconds = identify_delay_seconds
-        self._drain_seconds = drain_seconds
         self._client: ChatClient | None = None
 
     @property
@@ -106,10 +110,7 @@ class DiscordAdapter:
         try:
             with pointed_at(self._settings.discord_api_url):
                 async with client:
-                    try:
-                        await self._serve(client, token)
-                    finally:  # cancelled included: answers being written get to finish before the client closes
-                        await self._conversation.drain(self._drain_seconds)
+                    await self._serve(client, token)
         finally:
             self._client = None
 
@@ -125,7 +126,7 @@ class DiscordAdapter:
         client_class = ChatClient if shards is None else ShardedChatClient
         sharding = {} if shards is None else {"shard_count": shards}
         return client_class(
-            conversation=self._conversation,
+            events=self,
             follow_gateway=bool(self._settings.discord_api_url),
             command_guild_ids=sorted(self._policy.guild_ids),
             guild_ready_timeout=self._guild_ready_timeout,
@@ -147,6 +148,9 @@ class DiscordAdapter:
                 "it should be the REST base, as in https://discord.com/api/v10"
             ) from None
         log.info("discord logged in", extra={"shards": self._settings.discord_shard_count or 1})
+        # From login on, REST works: replies (ours, and those dead processes left) can go out. Messages may
+        # arrive before on_ready (it waits for every guild), so this cannot wait for READY.
+        self._delivery.serve(PLATFORM, DiscordWriters(client))
         try:
             await client.connect()
         except discord.PrivilegedIntentsRequired:
@@ -155,3 +159,46 @@ class DiscordAdapter:
             if exc.code in _FATAL_CLOSES:
                 raise ConfigError(_FATAL_CLOSES[exc.code]) from None
             raise
+
+    async def on_message(self, message: discord.Message, me: discord.ClientUser) -> None:
+        """Store `message` for its turn if the policy admits it; the delivery answers it."""
+        incoming = self._policy.incoming(message, me)
+        if incoming is None:
+            return
+        fields = {"platform": PLATFORM, "event_id": incoming.event_id, "channel_id": incoming.channel_id}
+        try:
+            outcome = await self._delivery.receive(incoming)
+        except StoreError as exc:  # nothing was stored: no answer will come, so say it once
+            log.error("discord message not stored: %s", exc, extra=fields)  # noqa: TRY400
+            if self._client is not None:
+                await DiscordReply(self._client, incoming).notice(exc.user_message, tag="intake")
+            return
+        log.info("discord message %s", outcome, extra=fields)
+
+    async def on_command(self, interaction: discord.Interaction, text: str) -> None:
+        """Store a slash command as the typed command `text`, its answer ephemeral; never raises."""
+        if not self._policy.allows(interaction.guild_id, interaction.channel):
+            try:
+                await interaction.response.send_message(NOT_HERE, ephemeral=True)
+            except discord.HTTPException as exc:
+                log.info("discord interaction not acknowledged", extra={"status": exc.status, "code": exc.code})
+            return
+        try:
+            # Deferring first answers within Discord's 3 s even when the conversation's turn is busy; a replayed
+            # interaction fails here (already acknowledged), which is exactly when nothing must run.
+            await interaction.response.defer(ephemeral=True, thinking=True)
+        except discord.HTTPException as exc:
+            log.info("discord interaction not acknowledged", extra={"status": exc.status, "code": exc.code})
+            return
+        incoming = command_incoming(interaction, text)
+        fields = {"platform": PLATFORM, "event_id": incoming.event_id, "channel_id": incoming.channel_id}
+        try:
+            outcome = await self._delivery.receive(incoming)
+        except StoreError as exc:
+            log.error("discord command not stored: %s", exc, extra=fields)  # noqa: TRY400
+            try:
+                await interaction.edit_original_response(content=exc.user_message)
+            except discord.HTTPException as http:
+                log.warning("discord command notice not posted", extra={"status": http.status})
+            return
+        log.info("discord command %s", outcome, extra=fields)

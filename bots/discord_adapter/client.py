@@ -8,17 +8,23 @@ limits are discord.py's.
 
 from __future__ import annotations
 
-__all__ = ["GUILD_READY_TIMEOUT_SECONDS", "IDENTIFY_DELAY_SECONDS", "ChatClient", "ShardedChatClient", "chat_intents"]
+__all__ = [
+    "GUILD_READY_TIMEOUT_SECONDS",
+    "IDENTIFY_DELAY_SECONDS",
+    "ChatClient",
+    "ChatEvents",
+    "ShardedChatClient",
+    "chat_intents",
+]
 
 import asyncio
 import logging
 from collections.abc import Callable, Collection, Coroutine
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import discord
 from discord import app_commands
 
-from bots.discord_adapter.conversation import Conversation
 from bots.discord_adapter.endpoints import follow_bot_gateway
 
 log = logging.getLogger(__name__)
@@ -29,18 +35,26 @@ GUILD_READY_TIMEOUT_SECONDS: Final = 2.0
 IDENTIFY_DELAY_SECONDS: Final = 5.0
 
 
+class ChatEvents(Protocol):
+    """Where the client hands user messages and slash commands (the adapter)."""
+
+    async def on_message(self, message: discord.Message, me: discord.ClientUser) -> None: ...
+
+    async def on_command(self, interaction: discord.Interaction, text: str) -> None: ...
+
+
 def chat_intents() -> discord.Intents:
     """Guilds, guild messages, direct messages and the privileged message content; nothing else."""
     return discord.Intents(guilds=True, guild_messages=True, dm_messages=True, message_content=True)
 
 
 class ChatClient(discord.Client):
-    """A Discord connection whose messages and slash commands go to one `Conversation`."""
+    """A Discord connection whose messages and slash commands go to `events`."""
 
     def __init__(
         self,
         *,
-        conversation: Conversation,
+        events: ChatEvents,
         follow_gateway: bool = False,
         command_guild_ids: Collection[int] = (),
         guild_ready_timeout: float = GUILD_READY_TIMEOUT_SECONDS,
@@ -54,7 +68,7 @@ class ChatClient(discord.Client):
             **options,
         )
         self.tree: app_commands.CommandTree[ChatClient] = app_commands.CommandTree(self)
-        self._conversation = conversation
+        self._events = events
         self._follow_gateway = follow_gateway
         self._command_guild_ids = tuple(command_guild_ids)
         self._identify_delay_seconds = identify_delay_seconds
@@ -93,7 +107,7 @@ class ChatClient(discord.Client):
 
     async def on_message(self, message: discord.Message) -> None:
         if self.user is not None:
-            await self._conversation.on_message(message, self.user)
+            await self._events.on_message(message, self.user)
 
     async def _register_commands(self) -> None:
         guilds = [discord.Object(guild_id) for guild_id in self._command_guild_ids]
@@ -119,10 +133,10 @@ class ChatClient(discord.Client):
             )
 
     def _command(self, text: str) -> Callable[[discord.Interaction], Coroutine[Any, Any, None]]:
-        conversation = self._conversation
+        events = self._events
 
         async def run(interaction: discord.Interaction) -> None:
-            await conversation.on_command(interaction, text)
+            await events.on_command(interaction, text)
 
         return run
 

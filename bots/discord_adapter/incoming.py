@@ -5,13 +5,17 @@ one of the bot's own messages. Never: the bot's own messages, system messages, o
 (unless DISCORD_ALLOW_BOTS), and guild traffic outside the DISCORD_GUILD_IDS / DISCORD_CHANNEL_IDS
 allow-lists. The allow-lists restrict guilds only: direct messages are always answered.
 
-The message ID is the event ID, so a MESSAGE_CREATE replayed on RESUME is dropped by the gateway.
-A Discord thread is a channel of its own, so its channel ID (not its parent's) names the memory.
+The message ID is the event ID (and the inbox's message key), so a MESSAGE_CREATE replayed on RESUME
+is a duplicate. A Discord thread is a channel of its own, so its channel ID (not its parent's) names the
+memory. The inbox keeps the `IncomingMessage` and any process may post its reply later, so `metadata`
+holds all a writer needs, as strings: `channel_id`, `message_id`, `guild_id` (guild messages), and for a
+slash command `application_id` and `interaction_token` (Discord lets that token edit the ephemeral
+answer for 15 minutes; it is kept with the message until it is delivered).
 """
 
 from __future__ import annotations
 
-__all__ = ["PLATFORM", "AnswerPolicy", "parse_id_list", "strip_mention"]
+__all__ = ["PLATFORM", "AnswerPolicy", "command_incoming", "parse_id_list", "strip_mention"]
 
 import re
 from collections.abc import Iterable
@@ -24,7 +28,7 @@ from core.errors import ConfigError
 from core.turns import IncomingMessage
 
 PLATFORM = "discord"
-Trigger = Literal["dm", "mention", "reply"]
+Trigger = Literal["dm", "mention", "reply", "slash"]
 _ANSWERABLE_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 
 
@@ -88,9 +92,8 @@ class AnswerPolicy:
         trigger = _trigger(message, me, role_id)
         if trigger is None:
             return None
-        metadata: dict[str, str] = {"trigger": trigger}
-        if guild_id is not None:
-            metadata["guild_id"] = str(guild_id)
+        metadata = _place(trigger, message.channel.id, guild_id)
+        metadata["message_id"] = str(message.id)
         return IncomingMessage(
             platform=PLATFORM,
             event_id=str(message.id),
@@ -99,6 +102,29 @@ class AnswerPolicy:
             text=strip_mention(message.content, me.id, role_id),
             metadata=metadata,
         )
+
+
+def command_incoming(interaction: discord.Interaction, text: str) -> IncomingMessage:
+    """A slash command as the typed command `text`; its writer edits the interaction's deferred answer."""
+    channel_id = interaction.channel_id or interaction.user.id
+    metadata = _place("slash", channel_id, interaction.guild_id)
+    metadata["application_id"] = str(interaction.application_id)
+    metadata["interaction_token"] = interaction.token
+    return IncomingMessage(
+        platform=PLATFORM,
+        event_id=str(interaction.id),
+        user_id=str(interaction.user.id),
+        channel_id=str(channel_id),
+        text=text,
+        metadata=metadata,
+    )
+
+
+def _place(trigger: Trigger, channel_id: int, guild_id: int | None) -> dict[str, str]:
+    metadata = {"trigger": trigger, "channel_id": str(channel_id)}
+    if guild_id is not None:
+        metadata["guild_id"] = str(guild_id)
+    return metadata
 
 
 def _self_role_id(message: discord.Message) -> int | None:

@@ -15,7 +15,7 @@ __all__ = ["EVENTS_PATH", "SlackAdapter", "api_base_url"]
 
 import asyncio
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
@@ -28,11 +28,14 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.incoming import PLATFORM
-from bots.slack.turns import OutcomeHook, SlackTurns
+from bots.slack.listeners import SlackListeners, SlackWriters
 from bots.slack.writer import error_code
+from core.delivery import Delivery, OutcomeHook
 from core.errors import ConfigError
 from core.gateway import Gateway
 from core.settings import Settings
@@ -64,6 +67,27 @@ def api_base_url(url: str | None) -> str:
     return (url or _DEFAULT_API_URL).rstrip("/") + "/"
 
 
+class _RetryUnlessPost(AsyncServerErrorRetryHandler):
+    """Slack's 5xx retry for every call but a post: a 5xx may come after Slack stored the message, so
+    only the writer, which can look for it first, decides whether to post again."""
+
+    _POSTS = ("chat.postMessage", "chat.startStream")
+
+    async def _can_retry_async(self, *, state: RetryState, request: HttpRequest, **kwargs: Any) -> bool:
+        if request.url.rstrip("/").endswith(self._POSTS):
+            return False
+        return await super()._can_retry_async(state=state, request=request, **kwargs)
+
+
+class _ConnectionRetryUnlessPost(AsyncConnectionErrorRetryHandler):
+    """The same for a connection lost mid-call."""
+
+    async def _can_retry_async(self, *, state: RetryState, request: HttpRequest, **kwargs: Any) -> bool:
+        if request.url.rstrip("/").endswith(_RetryUnlessPost._POSTS):
+            return False
+        return await super()._can_retry_async(state=state, request=request, **kwargs)
+
+
 def _secret(value: SecretStr | None) -> str:
     return value.get_secret_value().strip() if value is not None else ""
 
@@ -74,10 +98,10 @@ class SlackAdapter:
     Args:
         settings: SLACK_* settings, PORT (HTTP mode) and THREAD_TTL_SECONDS (thread memory).
         gateway: the process's shared gateway; its backend remembers the threads the bot is in.
+        delivery: the process's delivery runner: messages go into its inbox, replies come out of it.
         host: the interface HTTP mode listens on.
-        progress_interval_seconds: the least time between two progress updates of a reply.
-        drain_seconds: how long turns in flight may finish when `run()` is cancelled.
-        on_outcome: called with each delivery's `TurnOutcome` (metrics; tests wait on it).
+        on_outcome: called with each event that is ignored here (tests wait on it; the delivery
+            runner reports the rest).
 
     Raises:
         ConfigError: SLACK_BOT_TOKEN is missing or no xoxb- token, SLACK_APP_TOKEN is no xapp-
@@ -91,9 +115,8 @@ class SlackAdapter:
         *,
         settings: Settings,
         gateway: Gateway,
+        delivery: Delivery,
         host: str = "0.0.0.0",  # noqa: S104 -- HTTP mode must be reachable by Slack; tests pass 127.0.0.1
-        progress_interval_seconds: float = 1.0,
-        drain_seconds: float = 10.0,
         on_outcome: OutcomeHook | None = None,
     ) -> None:
         bot_token = _secret(settings.slack_bot_token)
@@ -114,34 +137,35 @@ class SlackAdapter:
         self.mode: Literal["socket", "http"] = "socket" if self._app_token else "http"
         self._host = host
         self._port = settings.port
-        self._drain_seconds = drain_seconds
+        self._delivery = delivery
         base_url = api_base_url(settings.slack_api_url)
         self.client = AsyncWebClient(
             token=bot_token,
             base_url=base_url,
             retry_handlers=[
-                AsyncConnectionErrorRetryHandler(),
-                AsyncRateLimitErrorRetryHandler(max_retry_count=2),
-                AsyncServerErrorRetryHandler(max_retry_count=2),  # a 5xx from Slack posted nothing
+                _ConnectionRetryUnlessPost(),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=2),  # a 429 did nothing: always safe to retry
+                _RetryUnlessPost(max_retry_count=2),
             ],
         )
         # Progress updates pause on a rate limit instead of waiting it out (replies.py says why).
         self._progress_client = progress_client = AsyncWebClient(
-            token=bot_token, base_url=base_url, retry_handlers=[AsyncConnectionErrorRetryHandler()]
+            token=bot_token, base_url=base_url, retry_handlers=[_ConnectionRetryUnlessPost()]
         )
         # Given the client and the secret, bolt uses neither SLACK_BOT_TOKEN nor SLACK_SIGNING_SECRET
-        # from the environment (it only warns when the first is set).
-        self.app = AsyncApp(name="chat-gateway", client=self.client, signing_secret=signing_secret)
-        self._turns = SlackTurns(
-            gateway=gateway,
-            client=self.client,
-            progress_client=progress_client,
-            allow_bots=settings.slack_allow_bots,
-            thread_ttl_seconds=settings.store_ttl_seconds,
-            progress_interval_seconds=progress_interval_seconds,
-            on_outcome=on_outcome,
+        # from the environment (it only warns when the first is set). process_before_response: bolt
+        # acknowledges an event only once its listener stored it (listeners.py).
+        self.app = AsyncApp(
+            name="chat-gateway", client=self.client, signing_secret=signing_secret, process_before_response=True
         )
-        self._turns.register(self.app)
+        self._writers = SlackWriters(
+            client=self.client, progress_client=progress_client, flags=gateway.backend,
+            thread_ttl_seconds=settings.store_ttl_seconds,
+        )  # fmt: skip
+        SlackListeners(
+            delivery=delivery, writers=self._writers, flags=gateway.backend, allow_bots=settings.slack_allow_bots,
+            on_outcome=on_outcome,
+        ).register(self.app)  # fmt: skip
         self._socket: AsyncSocketModeHandler | None = None
         self._site: web.TCPSite | None = None
         self.port: int | None = None  # HTTP mode: the port actually bound (PORT may be 0)
@@ -166,6 +190,7 @@ class SlackAdapter:
         async with aiohttp.ClientSession() as session:
             self.client.session = self._progress_client.session = session
             await self._check_bot_token()
+            self._delivery.serve(PLATFORM, self._writers)
             try:
                 if self.mode == "socket":
                     await self._serve_socket_mode()
@@ -173,7 +198,6 @@ class SlackAdapter:
                     await self._serve_http()
             finally:
                 self.ready.clear()
-                await self._turns.drain(self._drain_seconds)
                 self.client.session = self._progress_client.session = None
 
     async def _check_bot_token(self) -> None:
@@ -215,7 +239,7 @@ class SlackAdapter:
 
     async def _serve_http(self) -> None:
         web_app = self.app.web_app(path=EVENTS_PATH, port=self._port)
-        runner = web.AppRunner(web_app, access_log=None, shutdown_timeout=self._drain_seconds)
+        runner = web.AppRunner(web_app, access_log=None, shutdown_timeout=5)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self._host, self._port)

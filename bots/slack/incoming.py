@@ -17,7 +17,15 @@ deliveries, and Slack's retries of either, are one turn.
 
 from __future__ import annotations
 
-__all__ = ["PLATFORM", "SlackMessage", "conversation_id", "message_from_command", "message_from_event", "thread_flag"]
+__all__ = [
+    "PLATFORM",
+    "SlackMessage",
+    "conversation_id",
+    "message_from_command",
+    "message_from_event",
+    "slack_message",
+    "thread_flag",
+]
 
 import re
 from collections.abc import Mapping
@@ -101,6 +109,7 @@ def message_from_event(
     is_mention = event.get("type") == "app_mention"
     if not is_dm and not is_mention and not thread_ts:
         return None  # a channel message outside any thread: the bot speaks there only when mentioned
+    reply_thread_ts = thread_ts if is_dm else (thread_ts or ts)
     incoming = IncomingMessage(
         platform=PLATFORM,
         event_id=str(body.get("event_id") or f"{team}:{channel}:{ts}"),
@@ -109,17 +118,29 @@ def message_from_event(
         text=_clean_text(str(event.get("text") or ""), bot_user_id),
         thread_ref=thread_ts or (None if is_dm else ts),
         turn_key=f"{team}:{channel}:{ts}",
-        metadata={"team_id": team, "channel": str(channel), "ts": str(ts)},
-    )
+        # Everything a writer needs, in whichever process answers: the inbox keeps it with the message.
+        metadata={
+            "team_id": team, "channel": str(channel), "ts": str(ts), "reply_thread_ts": reply_thread_ts or "",
+            "user_team_id": str(event.get("team") or team), "is_dm": "1" if is_dm else "",
+            "mention": "1" if is_mention else "",
+        },
+    )  # fmt: skip
+    return slack_message(incoming)
+
+
+def slack_message(incoming: IncomingMessage) -> SlackMessage:
+    """The Slack view of a stored message (its metadata says where the reply goes)."""
+    meta = incoming.metadata
+    is_dm = bool(meta.get("is_dm"))
     return SlackMessage(
         incoming=incoming,
-        team_id=team,
-        channel=str(channel),
-        ts=str(ts),
-        reply_thread_ts=thread_ts if is_dm else (thread_ts or ts),
-        user_team_id=str(event.get("team") or team),
+        team_id=meta.get("team_id", ""),
+        channel=meta.get("channel", ""),
+        ts=meta.get("ts", ""),
+        reply_thread_ts=meta.get("reply_thread_ts") or None,
+        user_team_id=meta.get("user_team_id") or meta.get("team_id", ""),
         is_dm=is_dm,
-        needs_participation=not is_dm and not is_mention,
+        needs_participation=not is_dm and not meta.get("mention"),
     )
 
 
@@ -136,5 +157,6 @@ def message_from_command(body: Mapping[str, Any]) -> IncomingMessage | None:
         user_id=str(user),
         channel_id=conversation_id(team, str(channel)),
         text=command,
-        metadata={"team_id": team, "channel": str(channel)},
+        # Slash commands answer through their response_url (ephemeral, valid for 30 minutes).
+        metadata={"team_id": team, "channel": str(channel), "response_url": str(body.get("response_url") or "")},
     )

@@ -10,14 +10,22 @@
 - `finish` makes the reply read exactly the final text, whatever progress showed, through the
   main client (which retries per Retry-After); it posts `text.message_parts`, each part once, and
   splits a part Slack finds too long (`msg_too_long`, `msg_blocks_too_long`) in halves.
+
+Each part is posted at most once, also when Slack acted but its answer was lost (a 5xx, a dropped
+connection): every post carries message metadata naming the message key and the part, and before a
+post is tried again the thread (or DM) is searched for a message carrying it. A reply resumed by
+another process (`resume`) edits the message the first owner posted instead of posting anew.
 """
 
 from __future__ import annotations
 
-__all__ = ["TRANSPORT_ERRORS", "SlackReply", "error_code"]
+__all__ = ["REPLY_EVENT", "TRANSPORT_ERRORS", "SlackReply", "error_code"]
 
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 from aiohttp import ClientError
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -42,6 +50,9 @@ log = logging.getLogger(__name__)
 TRANSPORT_ERRORS = (SlackClientError, ClientError, TimeoutError)
 _TOO_LONG = frozenset({"msg_too_long", "msg_blocks_too_long"})
 _MIN_PART_CHARS = 500
+REPLY_EVENT = "chat_gateway_reply"
+_POST_TRIES = 3
+_LEDGER_PAGE = 100
 
 
 def error_code(exc: SlackApiError) -> str:
@@ -71,6 +82,9 @@ class SlackReply:
         recipient_user_id: str | None = None,
         part_chars: int = MAX_PART_CHARS,
         max_parts: int = MAX_PARTS,
+        message_key: str = "",
+        working: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None,
+        on_posted: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._client = client
         self._progress_client = progress_client or client
@@ -86,7 +100,31 @@ class SlackReply:
         self._shown = ""
         self._progressing = True
         self._paused_until = 0.0  # monotonic time
+        self._message_key = message_key
+        self._working = working
+        self._on_posted = on_posted
+        self._parts_posted = 0
+        self._resumed = False
         self.posted: list[str] = []
+
+    def resume(self, posted: Sequence[str]) -> None:
+        """Go on with a reply an earlier owner began: its first message becomes ours to edit."""
+        self._resumed = True  # the earlier owner may have posted more parts: every post looks first
+        if posted:
+            self._edited_ts, self._may_stream = posted[0], False
+            self.posted = [posted[0]]
+            self._parts_posted = 1
+
+    def working(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._working() if self._working is not None else _nothing()
+
+    async def notice(self, text: str) -> None:
+        try:
+            await self._client.chat_postMessage(channel=self._channel, thread_ts=self._thread_ts, text=text)
+        except SlackApiError as exc:
+            log.warning("slack failure notice not posted: %s", error_code(exc), extra=self._log_fields(exc))
+        except TRANSPORT_ERRORS as exc:
+            log.warning("slack failure notice not posted: %s", type(exc).__name__, extra={"platform": "slack"})
 
     async def progress(self, text: str) -> None:
         """Show the text so far; never raises for Slack's errors (progress pauses or stops instead)."""
@@ -126,6 +164,8 @@ class SlackReply:
             await self._write(first, self._edited_ts)
         for part in rest:
             await self._write(part, None)
+        if self._on_posted is not None:
+            await self._on_posted()
 
     async def _stream_progress(self, text: str) -> None:
         shown = stable_prefix(neutralise(text)[: self._part_chars])
@@ -179,12 +219,55 @@ class SlackReply:
                 await self._write(piece, None)
 
     async def _post(self, part: str, client: AsyncWebClient | None = None) -> str:
-        response = await (client or self._client).chat_postMessage(
-            channel=self._channel, thread_ts=self._thread_ts, text=fallback_text(part), blocks=markdown_blocks(part)
-        )
-        ts = str(response["ts"])
+        index = self._parts_posted
+        metadata = {"event_type": REPLY_EVENT, "event_payload": {"message_key": self._message_key, "part": index}}
+        found = await self._find_posted(index) if self._resumed else None
+        if found is not None:
+            await self._update(found, part, client)  # posted by the earlier owner: make it read this part
+            self._parts_posted += 1
+            self.posted.append(found)
+            return found
+        for attempt in range(1, _POST_TRIES + 1):
+            try:
+                response = await (client or self._client).chat_postMessage(
+                    channel=self._channel, thread_ts=self._thread_ts, text=fallback_text(part),
+                    blocks=markdown_blocks(part), metadata=metadata,
+                )  # fmt: skip
+                ts = str(response["ts"])
+                break
+            except (SlackApiError, *TRANSPORT_ERRORS) as exc:
+                if not _ambiguous(exc) or attempt == _POST_TRIES:
+                    raise
+                # Slack may have stored it before its answer got lost: look before posting again.
+                found = await self._find_posted(index)
+                if found is not None:
+                    log.info("slack post found after a lost answer", extra={"platform": "slack", "part": index})
+                    ts = found
+                    break
+        self._parts_posted += 1
         self.posted.append(ts)
         return ts
+
+    async def _find_posted(self, index: int) -> str | None:
+        try:
+            if self._thread_ts is not None:
+                page = await self._client.conversations_replies(
+                    channel=self._channel, ts=self._thread_ts, include_all_metadata=True, limit=_LEDGER_PAGE
+                )
+            else:
+                page = await self._client.conversations_history(
+                    channel=self._channel, include_all_metadata=True, limit=_LEDGER_PAGE
+                )
+        except (SlackApiError, *TRANSPORT_ERRORS) as exc:
+            log.warning("slack post lookup failed: %s", type(exc).__name__, extra={"platform": "slack"})
+            return None
+        for message in page.get("messages") or []:
+            meta: dict[str, Any] = message.get("metadata") or {}
+            payload = meta.get("event_payload") or {}
+            ours = meta.get("event_type") == REPLY_EVENT and payload.get("message_key") == self._message_key
+            if ours and payload.get("part") == index:
+                return str(message["ts"])
+        return None
 
     async def _update(self, ts: str, part: str, client: AsyncWebClient | None = None) -> str:
         await (client or self._client).chat_update(
@@ -197,3 +280,15 @@ class SlackReply:
         if chars is not None:
             fields["chars"] = chars
         return fields
+
+
+def _ambiguous(exc: Exception) -> bool:
+    """Whether Slack may have acted although the call failed: a 5xx, or no answer at all."""
+    if isinstance(exc, SlackApiError):
+        return int(getattr(exc.response, "status_code", 0) or 0) >= 500
+    return True
+
+
+@contextlib.asynccontextmanager
+async def _nothing() -> AsyncIterator[None]:
+    yield
