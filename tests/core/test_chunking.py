@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from core.chunking import split_message
-from core.throttle import ProgressThrottle
 
 
 def test_short_text_is_one_part() -> None:
@@ -60,17 +59,3 @@ def test_an_unclosed_code_block_is_closed() -> None:
 def test_no_part_ever_exceeds_the_limit(limit: int) -> None:
     text = "# Title\n\n" + "\n\n".join(f"```\n{'y' * 700}\n```\n\n{'z ' * 300}" for _ in range(5))
     assert all(len(p) <= limit for p in split_message(text, limit))
-
-
-async def test_throttle_forwards_at_most_once_per_interval() -> None:
-    now = [0.0]
-    sent: list[str] = []
-
-    async def send(text: str) -> None:
-        sent.append(text)
-
-    throttle = ProgressThrottle(send, 1.0, clock=lambda: now[0])
-    for i, t in enumerate(["a", "ab", "abc", "abcd"]):
-        now[0] = i * 0.4
-        await throttle(t)
-    assert sent == ["a", "abcd"][: len(sent)] and sent[0] == "a" and len(sent) == 2

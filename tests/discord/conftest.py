@@ -1,4 +1,5 @@
-"""Fixtures for the Discord adapter: the real adapter and discord.py against FakeDiscord, real Redis, fake OpenAI.
+"""Fixtures for the Discord adapter: the real adapter, discord.py and the core's Delivery against FakeDiscord,
+real Redis and fake OpenAI.
 
 The adapter finds the fake through DISCORD_API_URL alone (no `point_discord_at`), so every test also checks
 that the adapter points discord.py at the configured API and puts the process-wide endpoints back.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +18,12 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from bots.discord_adapter import DiscordAdapter
-from core.gateway import Gateway, ProgressCallback
+from core.delivery import Delivery, ReplyWriter, WriterFactory
+from core.gateway import Gateway
 from core.llm import OpenAIChatModel
 from core.settings import Settings
 from core.store import open_backend
-from core.turns import IncomingMessage, Reply
+from core.turns import IncomingMessage
 from tests.conftest import make_settings, openai_client
 from tests.fakes.discord_api import DEFAULT_TOKEN, FakeDiscord
 from tests.fakes.discord_ids import (
@@ -102,30 +104,92 @@ async def fake_openai() -> AsyncIterator[FakeOpenAI]:
         yield fake
 
 
-class RecordingGateway(Gateway):
-    """The real gateway, also queueing what each `handle` returned: tests wait on turns, not on time."""
+class RecordedWriter:
+    """A writer that also queues what it finished (the final text, or the notice) once it is out."""
+
+    def __init__(self, inner: ReplyWriter, incoming: IncomingMessage, replies: asyncio.Queue[Answered]) -> None:
+        self._inner = inner
+        self._incoming = incoming
+        self._replies = replies
+
+    @property
+    def posted(self) -> list[str]:
+        return self._inner.posted
+
+    def resume(self, posted: Sequence[str]) -> None:
+        self._inner.resume(posted)
+
+    async def progress(self, text: str) -> None:
+        await self._inner.progress(text)
+
+    async def finish(self, text: str) -> None:
+        await self._inner.finish(text)
+        self._replies.put_nowait(Answered(self._incoming, text))
+
+    async def notice(self, text: str) -> None:
+        await self._inner.notice(text)
+        self._replies.put_nowait(Answered(self._incoming, text, notice=True))
+
+    def working(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._inner.working()
+
+
+@dataclass(frozen=True)
+class Answered:
+    incoming: IncomingMessage
+    text: str
+    notice: bool = False
+
+
+class RecordingDelivery(Delivery):
+    """The real Delivery, also queueing each intake's outcome and each reply once posted (after its commit):
+    tests wait on turns, not on time."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.handled: asyncio.Queue[tuple[IncomingMessage, Reply | None]] = asyncio.Queue()
+        self.received: asyncio.Queue[tuple[IncomingMessage, str]] = asyncio.Queue()
+        self.replies: asyncio.Queue[Answered] = asyncio.Queue()
 
-    async def handle(self, incoming: IncomingMessage, on_progress: ProgressCallback | None = None) -> Reply | None:
-        reply = await super().handle(incoming, on_progress)
-        self.handled.put_nowait((incoming, reply))
-        return reply
+    async def receive(self, incoming: IncomingMessage) -> Any:
+        outcome = await super().receive(incoming)
+        self.received.put_nowait((incoming, outcome))
+        return outcome
 
-    async def next_handled(self, timeout: float = WAIT_SECONDS) -> tuple[IncomingMessage, Reply | None]:
-        return await asyncio.wait_for(self.handled.get(), timeout)
+    def serve(self, platform: str, writers: WriterFactory) -> None:
+        super().serve(platform, lambda incoming: RecordedWriter(writers(incoming), incoming, self.replies))
+
+    async def next_received(self, timeout: float = WAIT_SECONDS) -> tuple[IncomingMessage, str]:
+        return await asyncio.wait_for(self.received.get(), timeout)
+
+    async def next_reply(self, timeout: float = WAIT_SECONDS) -> Answered:
+        return await asyncio.wait_for(self.replies.get(), timeout)
+
+
+@dataclass
+class Process:
+    """What one chat-gateway process holds: its gateway, its delivery and the delivery's runner."""
+
+    gateway: Gateway
+    delivery: RecordingDelivery
+    runner: asyncio.Task[None]
 
 
 @dataclass
 class Bot:
-    """A running adapter, its fake Discord and its gateway."""
+    """A running adapter, its fake Discord and its process."""
 
     fake: FakeDiscord
     adapter: DiscordAdapter
-    gateway: RecordingGateway
+    process: Process
     settings: Settings
+
+    @property
+    def gateway(self) -> Gateway:
+        return self.process.gateway
+
+    @property
+    def delivery(self) -> RecordingDelivery:
+        return self.process.delivery
 
     async def say(
         self, text: str, *, channel_id: int = CHANNEL_ID, author_id: int = ALICE_ID, mention: bool = True, **kw: Any
@@ -135,27 +199,45 @@ class Bot:
             text, kw["mentions"] = f"<@{BOT_ID}> {text}", [BOT_ID]
         return await self.fake.send_message_create(channel_id=channel_id, author_id=author_id, content=text, **kw)
 
+    async def next_reply(self, timeout: float = WAIT_SECONDS) -> Answered:
+        """The next reply posted (its turn is stored by then)."""
+        return await self.delivery.next_reply(timeout)
+
     async def history(self, user_id: int = ALICE_ID, channel_id: int = CHANNEL_ID) -> list[str]:
         store = self.gateway.backend.store(f"user_{user_id}_session_{channel_id}", "discord")
         return [m.text for m in await store.list_messages()]
 
 
-GatewayFactory = Callable[[Settings], RecordingGateway]
+ProcessFactory = Callable[..., Awaitable[Process]]
 BotFactory = Callable[..., contextlib.AbstractAsyncContextManager[Bot]]
 SettingsFactory = Callable[..., Settings]
 
 
-@pytest.fixture
-async def gateway_factory(fake_openai: FakeOpenAI) -> AsyncIterator[GatewayFactory]:
-    closers: list[Callable[[], Awaitable[None]]] = []
+async def stop_process(process: Process, grace_seconds: float = 5) -> None:
+    await process.delivery.drain(grace_seconds)
+    process.runner.cancel()
+    await asyncio.gather(process.runner, return_exceptions=True)
 
-    def make(settings: Settings) -> RecordingGateway:
+
+@pytest.fixture
+async def process_factory(fake_openai: FakeOpenAI) -> AsyncIterator[ProcessFactory]:
+    """A gateway and a Delivery on `settings`' store, its runner started as tests/core's start_runtime does."""
+    started: list[tuple[Process, Callable[[], Awaitable[None]]]] = []
+
+    async def make(settings: Settings, *, progress_interval_seconds: float = 1.0) -> Process:
         backend = open_backend(settings)
-        closers.append(backend.aclose)
-        return RecordingGateway(settings, backend, OpenAIChatModel("m", async_client=openai_client(fake_openai)))
+        gateway = Gateway(settings, backend, OpenAIChatModel("m", async_client=openai_client(fake_openai)))
+        inbox = backend.inbox(lease_seconds=settings.lock_timeout_seconds, keep_seconds=settings.dedupe_ttl_seconds)
+        delivery = RecordingDelivery(
+            gateway, inbox, max_turns=settings.max_concurrent_turns, progress_interval_seconds=progress_interval_seconds
+        )
+        process = Process(gateway, delivery, asyncio.create_task(delivery.run(), name="delivery"))
+        started.append((process, backend.aclose))
+        return process
 
     yield make
-    for close in closers:
+    for process, close in started:
+        await stop_process(process)
         await close()
 
 
@@ -188,39 +270,47 @@ async def wait_until_serving(adapter: DiscordAdapter, fake: FakeDiscord, task: a
 
 
 @contextlib.asynccontextmanager
-async def serving(adapter: DiscordAdapter, fake: FakeDiscord) -> AsyncIterator[DiscordAdapter]:
+async def serving(adapter: DiscordAdapter, fake: FakeDiscord, process: Process) -> AsyncIterator[DiscordAdapter]:
     task = asyncio.create_task(adapter.run(), name="discord-adapter")
     try:
         await wait_until_serving(adapter, fake, task)
         yield adapter
     finally:
+        await stop_process(process)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await fake.wait_disconnected()
 
 
+def discord_adapter(settings: Settings, process: Process) -> DiscordAdapter:
+    return DiscordAdapter(
+        settings=settings,
+        gateway=process.gateway,
+        delivery=process.delivery,
+        guild_ready_timeout=0.1,  # discord.py's 2 s wait after the last GUILD_CREATE would dominate the run
+        identify_delay_seconds=0.0,  # and so would its 5 s pause before every IDENTIFY after the first
+    )
+
+
 @pytest.fixture
-def start_bot(fake: FakeDiscord, settings_for: SettingsFactory, gateway_factory: GatewayFactory) -> BotFactory:
-    """`async with start_bot(**setting_overrides) as bot:`; `on=` another fake, `edit_interval_seconds=`."""
+def start_bot(fake: FakeDiscord, settings_for: SettingsFactory, process_factory: ProcessFactory) -> BotFactory:
+    """`async with start_bot(**setting_overrides) as bot:`; `on=` another fake, `edit_interval_seconds=`.
+
+    On the way out the process drains first (as the CLI does), then the adapter stops.
+    """
 
     @contextlib.asynccontextmanager
     async def start(
         *, on: FakeDiscord | None = None, edit_interval_seconds: float = 1.0, settings: Settings | None = None,
-        **overrides: Any,
+        process: Process | None = None, **overrides: Any,
     ) -> AsyncIterator[Bot]:  # fmt: skip
         target = on or fake
         settings = settings or settings_for(target, **overrides)
-        gateway = gateway_factory(settings)
-        adapter = DiscordAdapter(
-            settings=settings,
-            gateway=gateway,
-            guild_ready_timeout=0.1,  # discord.py's 2 s wait after the last GUILD_CREATE would dominate the run
-            identify_delay_seconds=0.0,  # and so would its 5 s pause before every IDENTIFY after the first
-            edit_interval_seconds=edit_interval_seconds,
-        )
-        async with serving(adapter, target):
-            yield Bot(target, adapter, gateway, settings)
+        process = process or await process_factory(settings, progress_interval_seconds=edit_interval_seconds)
+        adapter = discord_adapter(settings, process)
+        async with serving(adapter, target, process):
+            yield Bot(target, adapter, process, settings)
 
     return start
 

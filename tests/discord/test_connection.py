@@ -11,7 +11,7 @@ from discord.http import Route
 from bots.discord_adapter import DiscordAdapter
 from bots.discord_adapter.adapter import INTENT_REFUSED, SHARDING_REQUIRED, TOKEN_MISSING, TOKEN_REJECTED
 from core.errors import ConfigError
-from tests.discord.conftest import Bot, BotFactory, GatewayFactory, SettingsFactory, open_fake
+from tests.discord.conftest import Bot, BotFactory, ProcessFactory, SettingsFactory, discord_adapter, open_fake
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.discord_ids import BOB_ID, OTHER_GUILD_ID
 from tests.support.redis_proc import free_port
@@ -19,9 +19,9 @@ from tests.support.redis_proc import free_port
 OTHER_GUILD_CHANNEL_ID = 1_300_000_000_000_000_009
 
 
-async def run_until_error(settings_for: SettingsFactory, gateway_factory: GatewayFactory, **overrides: object) -> str:
+async def run_until_error(settings_for: SettingsFactory, process_factory: ProcessFactory, **overrides: object) -> str:
     settings = settings_for(overrides.pop("fake", None), **overrides)
-    adapter = DiscordAdapter(settings=settings, gateway=gateway_factory(settings), guild_ready_timeout=0.1)
+    adapter = discord_adapter(settings, await process_factory(settings))
     with pytest.raises(ConfigError) as error:
         await asyncio.wait_for(adapter.run(), 5)
     assert not adapter.connected and adapter.client is None
@@ -30,34 +30,34 @@ async def run_until_error(settings_for: SettingsFactory, gateway_factory: Gatewa
 
 @pytest.mark.parametrize("token", [None, "", "   "])
 async def test_a_missing_token_is_one_clear_line(
-    token: str | None, settings_for: SettingsFactory, gateway_factory: GatewayFactory
+    token: str | None, settings_for: SettingsFactory, process_factory: ProcessFactory
 ) -> None:
-    assert await run_until_error(settings_for, gateway_factory, discord_token=token) == TOKEN_MISSING
+    assert await run_until_error(settings_for, process_factory, discord_token=token) == TOKEN_MISSING
     assert "\n" not in TOKEN_MISSING and "DISCORD_TOKEN" in TOKEN_MISSING
 
 
 async def test_a_rejected_token_is_one_clear_line(
-    fake: FakeDiscord, settings_for: SettingsFactory, gateway_factory: GatewayFactory
+    fake: FakeDiscord, settings_for: SettingsFactory, process_factory: ProcessFactory
 ) -> None:
-    message = await run_until_error(settings_for, gateway_factory, fake=fake, discord_token="not-the-token")
+    message = await run_until_error(settings_for, process_factory, fake=fake, discord_token="not-the-token")
     assert message == TOKEN_REJECTED and "DISCORD_TOKEN" in message
     assert fake.identify_count == 0 and not fake.connections
 
 
 @pytest.mark.parametrize(("code", "expected"), [(4004, TOKEN_REJECTED), (4011, SHARDING_REQUIRED)])
 async def test_a_gateway_close_only_the_operator_can_fix_is_one_clear_line(
-    code: int, expected: str, fake: FakeDiscord, settings_for: SettingsFactory, gateway_factory: GatewayFactory
+    code: int, expected: str, fake: FakeDiscord, settings_for: SettingsFactory, process_factory: ProcessFactory
 ) -> None:
     fake.reject_next_identify(code)
-    assert await run_until_error(settings_for, gateway_factory, fake=fake) == expected
+    assert await run_until_error(settings_for, process_factory, fake=fake) == expected
     await fake.wait_disconnected()
 
 
 async def test_a_refused_message_content_intent_names_the_switch_to_turn_on(
-    settings_for: SettingsFactory, gateway_factory: GatewayFactory
+    settings_for: SettingsFactory, process_factory: ProcessFactory
 ) -> None:
     async with open_fake(allowed_privileged_intents=0) as fake:
-        message = await run_until_error(settings_for, gateway_factory, fake=fake)
+        message = await run_until_error(settings_for, process_factory, fake=fake)
         assert message == INTENT_REFUSED
         assert "Privileged Gateway Intents → MESSAGE CONTENT INTENT" in message and "\n" not in message
         assert fake.connections[0].close_code == 4014
@@ -66,10 +66,10 @@ async def test_a_refused_message_content_intent_names_the_switch_to_turn_on(
 
 @pytest.mark.parametrize("where", ["nothing-listens", "no-api-path"])
 async def test_an_api_url_that_is_not_discords_api_is_one_clear_line(
-    where: str, fake: FakeDiscord, settings_for: SettingsFactory, gateway_factory: GatewayFactory
+    where: str, fake: FakeDiscord, settings_for: SettingsFactory, process_factory: ProcessFactory
 ) -> None:
     url = f"http://127.0.0.1:{free_port()}/api/v10" if where == "nothing-listens" else f"http://127.0.0.1:{fake.port}"
-    message = await run_until_error(settings_for, gateway_factory, discord_api_url=url)
+    message = await run_until_error(settings_for, process_factory, discord_api_url=url)
     assert message.startswith(f"DISCORD_API_URL={url} does not answer like Discord's API")
 
 

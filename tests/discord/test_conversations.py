@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from bots.discord_adapter.incoming import PLATFORM
+from core.turns import IncomingMessage
 from tests.discord.conftest import NO_PINGS, Bot, BotFactory, SettingsFactory, open_fake
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.discord_ids import (
@@ -29,11 +30,14 @@ async def test_guild_mention_is_answered_with_a_reply_that_pings_nobody(bot: Bot
     assert posted.channel_id == CHANNEL_ID
     assert posted.message_reference is not None and posted.message_reference["message_id"] == asked
     assert posted.allowed_mentions == NO_PINGS and posted.pinged_user_ids == ()
-    incoming, reply = await bot.gateway.next_handled()
+    incoming = (await bot.next_reply()).incoming
     assert incoming.platform == PLATFORM and incoming.event_id == str(asked)
     assert incoming.user_id == str(ALICE_ID) and incoming.channel_id == str(CHANNEL_ID)
-    assert incoming.metadata == {"trigger": "mention", "guild_id": str(GUILD_ID)}
-    assert reply is not None and reply.thread_id == f"user_{ALICE_ID}_session_{CHANNEL_ID}"
+    assert incoming.metadata == {
+        "trigger": "mention", "channel_id": str(CHANNEL_ID), "message_id": str(asked), "guild_id": str(GUILD_ID),
+    }  # fmt: skip
+    assert IncomingMessage.from_json(incoming.to_json()) == incoming  # what the inbox keeps, whole
+    assert bot.gateway.thread_id(incoming) == f"user_{ALICE_ID}_session_{CHANNEL_ID}"
     assert await bot.history() == ["hello there", "echo: hello there"]
 
 
@@ -45,12 +49,12 @@ async def test_legacy_nickname_mention_is_stripped_too(bot: Bot) -> None:
 
 
 async def test_direct_message_is_answered_without_a_mention(bot: Bot) -> None:
-    await bot.say("psst", channel_id=DM_CHANNEL_ID, mention=False)
+    asked = await bot.say("psst", channel_id=DM_CHANNEL_ID, mention=False)
     posted = await bot.fake.next_message()
     assert posted.channel_id == DM_CHANNEL_ID and posted.content == "echo: psst"
     assert posted.allowed_mentions == NO_PINGS
-    incoming, _ = await bot.gateway.next_handled()
-    assert incoming.metadata == {"trigger": "dm"}
+    incoming = (await bot.next_reply()).incoming
+    assert incoming.metadata == {"trigger": "dm", "channel_id": str(DM_CHANNEL_ID), "message_id": str(asked)}
     assert await bot.history(channel_id=DM_CHANNEL_ID) == ["psst", "echo: psst"]
 
 
@@ -62,7 +66,7 @@ async def test_guild_message_without_mention_is_ignored_but_a_reply_to_the_bot_i
     posted = await bot.fake.next_message()
     assert posted.content == "echo: and a follow-up"
     assert posted.message_reference is not None and posted.message_reference["message_id"] == follow_up
-    handled = [(await bot.gateway.next_handled())[0] for _ in range(2)]
+    handled = [(await bot.next_reply()).incoming for _ in range(2)]
     assert [i.text for i in handled] == ["first question", "and a follow-up"]  # the unmentioned one never got there
     assert handled[1].metadata["trigger"] == "reply"
     assert await bot.history() == ["first question", "echo: first question", "and a follow-up", "echo: and a follow-up"]
@@ -73,14 +77,14 @@ async def test_a_reply_to_another_users_message_is_ignored(bot: Bot) -> None:
     await bot.say("hi bob", mention=False, message_reference=bobs)
     await bot.say("now you")
     assert (await bot.fake.next_message()).content == "echo: now you"
-    assert (await bot.gateway.next_handled())[0].text == "now you"
+    assert (await bot.next_reply()).incoming.text == "now you"
 
 
 async def test_a_discord_thread_has_its_own_memory(bot: Bot) -> None:
     await bot.say("in the channel")
-    await bot.gateway.next_handled()
+    await bot.next_reply()
     await bot.say("in the thread", channel_id=THREAD_ID)
-    await bot.gateway.next_handled()
+    await bot.next_reply()
     assert [m.channel_id for m in bot.fake.sent_messages] == [CHANNEL_ID, THREAD_ID]
     assert await bot.history(channel_id=THREAD_ID) == ["in the thread", "echo: in the thread"]
     assert await bot.history(channel_id=CHANNEL_ID) == ["in the channel", "echo: in the channel"]
@@ -88,9 +92,9 @@ async def test_a_discord_thread_has_its_own_memory(bot: Bot) -> None:
 
 async def test_two_users_in_one_channel_keep_separate_memories(bot: Bot, fake_openai: FakeOpenAI) -> None:
     await bot.say("my name is Alice")
-    await bot.gateway.next_handled()  # the turn is stored once the gateway returns (the post may come earlier)
+    await bot.next_reply()  # the turn is stored before its reply is posted
     await bot.say("what is my name?", author_id=BOB_ID)
-    await bot.gateway.next_handled()
+    await bot.next_reply()
     sent_for_bob = fake_openai.requests[-1].messages
     assert [m["content"] for m in sent_for_bob if m["role"] != "system"] == ["what is my name?"]
     assert await bot.history(ALICE_ID) == ["my name is Alice", "echo: my name is Alice"]
@@ -100,10 +104,10 @@ async def test_two_users_in_one_channel_keep_separate_memories(bot: Bot, fake_op
 async def test_memory_survives_a_restart_of_the_bot(start_bot: BotFactory, fake_openai: FakeOpenAI) -> None:
     async with start_bot() as first:
         await first.say("remember the number 42")
-        await first.gateway.next_handled()
+        await first.next_reply()
     async with start_bot() as second:  # a new client, gateway and Redis pool; the same Redis and prefix
         await second.say("which number?")
-        await second.gateway.next_handled()
+        await second.next_reply()
         assert [m.content for m in second.fake.sent_messages] == ["echo: remember the number 42", "echo: which number?"]
     assert [m["content"] for m in fake_openai.requests[-1].messages if m["role"] != "system"] == [
         "remember the number 42",
@@ -117,12 +121,13 @@ async def test_an_event_replayed_after_a_resume_gets_one_reply(start_bot: BotFac
     async with open_fake(echo_bot_messages=False) as fake, start_bot(on=fake) as bot:
         asked = await bot.say("only once please")
         assert (await fake.next_message()).content == "echo: only once please"
-        assert (await bot.gateway.next_handled())[1] is not None
+        assert (await bot.delivery.next_received())[1] == "taken"
+        await bot.next_reply()
 
         await fake.request_reconnect(rewind=1)
         await fake.wait_for_resume()
-        replayed, reply = await bot.gateway.next_handled()
-        assert replayed.event_id == str(asked) and reply is None  # the gateway dropped the duplicate
+        replayed, outcome = await bot.delivery.next_received()
+        assert replayed.event_id == str(asked) and outcome == "duplicate"  # the inbox knew the message key
         assert fake.resume_count == 1 and fake.identify_count == 1 and fake.posted.empty()
         assert await bot.history() == ["only once please", "echo: only once please"]
         assert bot.adapter.connected
@@ -135,9 +140,9 @@ async def test_other_bots_and_the_bots_own_messages_are_ignored(bot: Bot) -> Non
     await bot.fake.next_message()  # its echo reaches the client as the bot's own MESSAGE_CREATE
     await bot.say("still human")
     await bot.fake.next_message()
-    handled = [(await bot.gateway.next_handled())[0].text for _ in range(2)]
+    handled = [(await bot.delivery.next_received())[0].text for _ in range(2)]
     assert handled == ["I am human", "still human"]
-    assert bot.gateway.handled.empty()
+    assert bot.delivery.received.empty()
     assert bot.fake.posted.empty()
 
 
@@ -148,7 +153,7 @@ async def test_other_bots_are_answered_with_discord_allow_bots(start_bot: BotFac
         await bot.say("echo to myself", author_id=BOT_ID)  # the bot's own messages stay ignored
         await bot.say("after")
         assert (await bot.fake.next_message()).content == "echo: after"
-        assert [(await bot.gateway.next_handled())[0].text for _ in range(2)] == ["beep", "after"]
+        assert [(await bot.delivery.next_received())[0].text for _ in range(2)] == ["beep", "after"]
 
 
 async def test_typed_commands_work_in_dms_and_mentions(bot: Bot) -> None:
@@ -179,7 +184,7 @@ async def test_channel_allow_list_admits_its_channels_and_their_threads_only(
         assert (await bot.fake.next_message()).channel_id == CHANNEL_ID
         await bot.say("a DM", channel_id=DM_CHANNEL_ID, mention=False)  # the allow-lists govern guilds only
         assert (await bot.fake.next_message()).channel_id == DM_CHANNEL_ID
-        handled = [(await bot.gateway.next_handled())[0].text for _ in range(3)]
+        handled = [(await bot.delivery.next_received())[0].text for _ in range(3)]
         assert handled == ["in the thread", "here", "a DM"]
 
 
@@ -191,8 +196,8 @@ async def test_guild_allow_list_excludes_other_guilds(
         await bot.say("anyone?")
         await bot.say("a DM", channel_id=DM_CHANNEL_ID, mention=False)
         assert (await bot.fake.next_message()).channel_id == DM_CHANNEL_ID
-        assert (await bot.gateway.next_handled())[0].text == "a DM"
-        assert bot.gateway.handled.empty()
+        assert (await bot.delivery.next_received())[0].text == "a DM"
+        assert bot.delivery.received.empty()
         # Slash commands were registered in the allowed guild only (none of which the bot is in here).
         assert not bot.fake.global_commands
 

@@ -1,8 +1,10 @@
-"""`/reset` and `/memory`: registered through the command tree, answered ephemerally by the gateway."""
+"""`/reset` and `/memory`: registered through the command tree, stored in the inbox like messages, answered
+ephemerally by editing the deferred response."""
 
 from __future__ import annotations
 
-from bots.discord_adapter.conversation import NOT_HERE
+from bots.discord_adapter.adapter import NOT_HERE
+from core.turns import IncomingMessage
 from tests.discord.conftest import Bot, BotFactory, SettingsFactory
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.discord_ids import ALICE_ID, BOB_ID, CHANNEL_ID, DM_CHANNEL_ID, OTHER_CHANNEL_ID
@@ -18,9 +20,9 @@ async def test_commands_are_registered_globally(bot: Bot) -> None:
 
 async def test_reset_forgets_this_users_conversation_and_answers_ephemerally(bot: Bot) -> None:
     await bot.say("remember me")
-    await bot.gateway.next_handled()
+    await bot.next_reply()
     await bot.say("and me", author_id=BOB_ID)
-    await bot.gateway.next_handled()
+    await bot.next_reply()
 
     sent = await bot.fake.send_interaction("reset", channel_id=CHANNEL_ID, user_id=ALICE_ID)
     response = await bot.fake.next_interaction_response()
@@ -28,15 +30,17 @@ async def test_reset_forgets_this_users_conversation_and_answers_ephemerally(bot
     answer = await bot.fake.next_edit()
     assert answer.interaction_token == sent.token
     assert answer.content is not None and answer.content.startswith("Done: I've forgotten")
-    incoming, _ = await bot.gateway.next_handled()
+    incoming = (await bot.next_reply()).incoming
     assert incoming.event_id == str(sent.id) and incoming.text == "reset"
+    assert incoming.metadata["trigger"] == "slash" and incoming.metadata["interaction_token"] == sent.token
+    assert IncomingMessage.from_json(incoming.to_json()) == incoming  # any process can edit the answer
     assert await bot.history(ALICE_ID) == []
     assert await bot.history(BOB_ID) == ["and me", "echo: and me"]
 
 
 async def test_memory_answers_ephemerally(bot: Bot) -> None:
     await bot.say("hello", channel_id=DM_CHANNEL_ID, mention=False)
-    await bot.gateway.next_handled()
+    await bot.next_reply()
     await bot.fake.send_interaction("memory", channel_id=DM_CHANNEL_ID, user_id=ALICE_ID)
     assert (await bot.fake.next_interaction_response()).ephemeral
     answer = await bot.fake.next_edit()
@@ -52,8 +56,9 @@ async def test_a_replayed_interaction_is_answered_once(bot: Bot) -> None:
     await bot.fake.send_interaction("memory", channel_id=CHANNEL_ID, user_id=ALICE_ID)
     memory = await bot.fake.next_edit()
     assert memory.content is not None and memory.content.startswith("I remember 0 messages")
-    handled = [(await bot.gateway.next_handled())[0].event_id for _ in range(2)]
-    assert handled[0] == str(sent.id) and handled[1] != str(sent.id)
+    received = [(await bot.delivery.next_received())[0].event_id for _ in range(2)]
+    assert received[0] == str(sent.id) and received[1] != str(sent.id)
+    assert bot.delivery.received.empty()  # the replay never reached the inbox
     assert bot.fake.interaction_responses.qsize() == 2 and bot.fake.edits.empty()
     # The replay did reach the bot: its acknowledgement was refused (already acknowledged), so nothing ran.
     assert len(bot.fake.requests_to("POST", f"/interactions/{sent.id}/{{token}}/callback")) == 2
@@ -67,4 +72,4 @@ async def test_commands_outside_the_allowed_channels_are_declined(
         await bot.fake.send_interaction("reset", channel_id=OTHER_CHANNEL_ID, user_id=ALICE_ID)
         response = await bot.fake.next_interaction_response()
         assert response.type == MESSAGE and response.ephemeral and response.content == NOT_HERE
-        assert bot.gateway.handled.empty()
+        assert bot.delivery.received.empty()

@@ -9,7 +9,8 @@ import pytest
 
 from bots.discord_adapter.writer import DISCORD_MAX_CHARS
 from core.chunking import split_message
-from core.errors import GatewayError, ModelError, StoreUnavailableError
+from core.delivery import FAILURE_NOTICE
+from core.errors import ModelError, StoreUnavailableError
 from tests.discord.conftest import NO_PINGS, Bot, BotFactory, pings_nobody
 from tests.fakes.discord_ids import ALICE_ID, BOB_ID, CHANNEL_ID, ROLE_ID
 from tests.fakes.openai_server import FakeOpenAI, Hang, Reply, Status
@@ -45,7 +46,7 @@ async def test_a_5000_character_answer_with_code_is_split_at_2000_keeping_code_b
     assert code_seen == code_lines  # nothing lost or doubled at the cut
     assert parts[0].message_reference is not None and parts[0].message_reference["message_id"] == asked
     assert all(p.message_reference is None for p in parts[1:])
-    await bot.gateway.next_handled()
+    await bot.next_reply()
     assert await bot.history() == ["show me the code", text]  # memory keeps the unsplit answer
 
 
@@ -85,8 +86,8 @@ async def test_a_model_error_gives_a_clear_reply_and_the_bot_keeps_answering(bot
     assert failed.content == ModelError.user_message and failed.allowed_mentions == NO_PINGS
     await bot.say("and now?")
     assert (await bot.fake.next_message()).content == "echo: and now?"
-    await bot.gateway.next_handled()
-    await bot.gateway.next_handled()
+    await bot.next_reply()
+    await bot.next_reply()
     assert await bot.history() == ["and now?", "echo: and now?"]  # the failed turn stored nothing
     assert bot.adapter.connected
 
@@ -95,11 +96,10 @@ async def test_redis_down_gives_a_clear_reply(start_bot: BotFactory) -> None:
     nothing_listens = f"redis://127.0.0.1:{free_port()}/0"
     async with start_bot(redis_url=nothing_listens, redis_timeout_seconds=0.5) as bot:
         await bot.say("remember this")
-        posted = await bot.fake.next_message()
-        assert posted.content == StoreUnavailableError.user_message
-        _, reply = await bot.gateway.next_handled()
-        assert reply is not None and reply.kind == "error"
-        assert bot.adapter.connected
+        posted = await bot.fake.next_message()  # nothing was stored, so nothing else will come: say so once
+        assert posted.content == StoreUnavailableError.user_message and posted.allowed_mentions == NO_PINGS
+        assert posted.message_reference is not None
+        assert bot.delivery.received.empty() and bot.adapter.connected
 
 
 async def test_a_refused_post_is_retried_as_the_final_answer(bot: Bot, caplog: pytest.LogCaptureFixture) -> None:
@@ -115,9 +115,10 @@ async def test_a_discord_http_error_gives_a_short_reply_and_a_log_line(
     bot.fake.fail_next("POST", "/channels/{id}/messages", status=403, times=2)  # the preview and the answer
     await bot.say("hello")
     apology = await bot.fake.next_message()
-    assert apology.content == GatewayError.user_message and apology.allowed_mentions == NO_PINGS
-    failures = [r for r in caplog.records if r.getMessage() == "discord reply failed"]
-    assert len(failures) == 1 and failures[0].levelno == logging.ERROR and failures[0].exc_info
+    assert apology.content == FAILURE_NOTICE and apology.allowed_mentions == NO_PINGS
+    failures = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "core.delivery"]
+    assert len(failures) == 1 and "reply not posted" in failures[0].getMessage()
+    assert "Forbidden" in failures[0].getMessage()  # Discord's words, for the operator
     assert "hello" not in caplog.text  # message text never above DEBUG
     await bot.say("still there?")
     assert (await bot.fake.next_message()).content == "echo: still there?"

@@ -17,7 +17,8 @@ from typing import Any, Literal
 import aiohttp
 import pytest
 
-from bots.slack import SlackAdapter, TurnOutcome
+from bots.slack import SlackAdapter
+from core.delivery import Delivery, TurnOutcome
 from core.gateway import Gateway
 from core.llm import OpenAIChatModel
 from core.store import open_backend
@@ -38,14 +39,18 @@ class SlackRig:
     slack: FakeSlack
     adapter: SlackAdapter
     gateway: Gateway
+    delivery: Delivery
     task: asyncio.Task[None]
+    runner: asyncio.Task[None]
     outcomes: asyncio.Queue[TurnOutcome] = field(default_factory=asyncio.Queue)
 
-    async def stop(self) -> None:
-        """Cancel `adapter.run()` as the CLI does at shutdown, and wait for it to clean up."""
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+    async def stop(self, grace_seconds: float = 2.0) -> None:
+        """Shut down as the CLI does: drain the delivery runner, then cancel `adapter.run()`."""
+        await self.delivery.drain(grace_seconds)
+        for task in (self.runner, self.task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def deliver(self, event: dict[str, Any], *, event_id: str | None = None, retry_num: int = 0) -> int:
         """Deliver an Events API event; returns the HTTP status (200 for an acked envelope)."""
@@ -97,7 +102,7 @@ async def start_slack(
     slack: FakeSlack, fake_openai: FakeOpenAI, redis_url: str, key_prefix: str
 ) -> AsyncIterator[StartSlack]:
     """Start an adapter (and a gateway on the shared Redis, unless one is passed); stopped at teardown."""
-    running: list[tuple[asyncio.Task[None], Callable[[], Awaitable[None]]]] = []
+    running: list[tuple[SlackRig, Callable[[], Awaitable[None]]]] = []
 
     async def start(
         mode: Mode = "socket",
@@ -125,16 +130,20 @@ async def start_slack(
         else:
             close = _nothing
         outcomes: asyncio.Queue[TurnOutcome] = asyncio.Queue()
+        inbox = gateway.backend.inbox(
+            lease_seconds=settings.lock_timeout_seconds, keep_seconds=settings.dedupe_ttl_seconds
+        )
+        delivery = Delivery(
+            gateway, inbox, max_turns=settings.max_concurrent_turns,
+            progress_interval_seconds=progress_interval_seconds, on_outcome=outcomes.put_nowait,
+        )  # fmt: skip
         adapter = SlackAdapter(
-            settings=settings,
-            gateway=gateway,
-            host="127.0.0.1",
-            progress_interval_seconds=progress_interval_seconds,
-            drain_seconds=2.0,
-            on_outcome=outcomes.put_nowait,
+            settings=settings, gateway=gateway, delivery=delivery, host="127.0.0.1", on_outcome=outcomes.put_nowait
         )
         task = asyncio.create_task(adapter.run(), name=f"slack-adapter-{mode}")
-        running.append((task, close))
+        runner = asyncio.create_task(delivery.run(), name="delivery")
+        rig = SlackRig(mode, slack, adapter, gateway, delivery, task, runner, outcomes)
+        running.append((rig, close))
         ready = asyncio.create_task(adapter.ready.wait())
         await asyncio.wait({task, ready}, timeout=WAIT, return_when=asyncio.FIRST_COMPLETED)
         if not adapter.ready.is_set():
@@ -144,13 +153,11 @@ async def start_slack(
             raise TimeoutError("the Slack adapter did not become ready")
         if mode == "socket":
             await slack.wait_socket_connected(WAIT)
-        return SlackRig(mode, slack, adapter, gateway, task, outcomes)
+        return rig
 
     yield start
-    for task, close in reversed(running):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    for rig, close in reversed(running):
+        await rig.stop()
         await close()
 
 
@@ -173,3 +180,9 @@ async def gateway(fake_openai: FakeOpenAI, redis_url: str, key_prefix: str) -> A
 def mode(request: pytest.FixtureRequest) -> Mode:
     mode: Mode = request.param
     return mode
+
+
+@pytest.fixture
+def delivery(gateway: Gateway) -> Delivery:
+    """A delivery runner on `gateway`, for tests that build adapters themselves (never run here)."""
+    return Delivery(gateway, gateway.backend.inbox(lease_seconds=30, keep_seconds=3600))

@@ -12,6 +12,7 @@ import pytest
 
 from bots.base import Adapter
 from bots.slack import SlackAdapter
+from core.delivery import Delivery
 from core.errors import ConfigError
 from core.gateway import Gateway
 from tests.conftest import make_settings
@@ -143,8 +144,12 @@ async def test_api_url_without_trailing_slash_carries_every_call(start_slack: St
     assert not rig.adapter.connected
 
 
-def test_slack_adapter_is_an_adapter_and_its_constructor_does_no_io(slack: FakeSlack, gateway: Gateway) -> None:
-    adapter: Adapter = SlackAdapter(settings=settings_for(slack, slack_app_token="xapp-1"), gateway=gateway)
+def test_slack_adapter_is_an_adapter_and_its_constructor_does_no_io(
+    slack: FakeSlack, gateway: Gateway, delivery: Delivery
+) -> None:
+    adapter: Adapter = SlackAdapter(
+        settings=settings_for(slack, slack_app_token="xapp-1"), gateway=gateway, delivery=delivery
+    )
     assert (adapter.name, adapter.connected, slack.calls) == ("slack", False, [])
 
 
@@ -163,10 +168,10 @@ def settings_for(slack: FakeSlack, **overrides: Any) -> Any:
     ],
 )
 def test_missing_or_wrong_tokens_raise_config_error_naming_the_variable(
-    slack: FakeSlack, gateway: Gateway, overrides: dict[str, Any], variable: str
+    slack: FakeSlack, gateway: Gateway, delivery: Delivery, overrides: dict[str, Any], variable: str
 ) -> None:
     with pytest.raises(ConfigError) as caught:
-        SlackAdapter(settings=settings_for(slack, **overrides), gateway=gateway)
+        SlackAdapter(settings=settings_for(slack, **overrides), gateway=gateway, delivery=delivery)
     assert str(caught.value).startswith(variable) and "\n" not in str(caught.value)
 
 
@@ -179,21 +184,23 @@ def test_missing_or_wrong_tokens_raise_config_error_naming_the_variable(
     ],
 )
 async def test_rejected_tokens_stop_run_with_config_error(
-    slack: FakeSlack, gateway: Gateway, method: str, overrides: dict[str, Any], variable: str
+    slack: FakeSlack, gateway: Gateway, delivery: Delivery, method: str, overrides: dict[str, Any], variable: str
 ) -> None:
     slack.fail_next(method, "invalid_auth")
-    adapter = SlackAdapter(settings=settings_for(slack, **overrides), gateway=gateway, host="127.0.0.1")
+    adapter = SlackAdapter(
+        settings=settings_for(slack, **overrides), gateway=gateway, delivery=delivery, host="127.0.0.1"
+    )
     with pytest.raises(ConfigError, match=f"^{variable} was rejected by Slack \\(invalid_auth\\)"):
         await asyncio.wait_for(adapter.run(), WAIT)
     assert not adapter.connected
 
 
-async def test_port_in_use_is_a_config_error(slack: FakeSlack, gateway: Gateway) -> None:
+async def test_port_in_use_is_a_config_error(slack: FakeSlack, gateway: Gateway, delivery: Delivery) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         settings = settings_for(slack, slack_signing_secret=SIGNING_SECRET, port=port)
-        adapter = SlackAdapter(settings=settings, gateway=gateway, host="127.0.0.1")
+        adapter = SlackAdapter(settings=settings, gateway=gateway, delivery=delivery, host="127.0.0.1")
         with pytest.raises(ConfigError, match=f"^PORT {port} "):
             await asyncio.wait_for(adapter.run(), WAIT)

@@ -187,49 +187,6 @@ async def _append_raw(backend: RedisConnection | SqliteConnection, key: str, raw
         )
 
 
-async def test_an_event_is_claimed_once(backend_factory: BackendFactory) -> None:
-    backend = await backend_factory()
-    assert await backend.claim_event("slack", "Ev1", 60) is True
-    assert await backend.claim_event("slack", "Ev1", 60) is False
-    assert await backend.claim_event("discord", "Ev1", 60) is True
-
-
-async def test_concurrent_claims_of_one_event_have_one_winner(backend_factory: BackendFactory) -> None:
-    backend = await backend_factory()
-    results = await asyncio.gather(*(backend.claim_event("slack", "Ev2", 60) for _ in range(30)))
-    assert results.count(True) == 1
-
-
-async def test_a_turn_lock_has_one_owner_at_a_time(backend_factory: BackendFactory) -> None:
-    backend = await backend_factory()
-    first = backend.turn_lock("slack", "t1", 30)
-    second = backend.turn_lock("slack", "t1", 30)
-    other_thread = backend.turn_lock("slack", "t2", 30)
-    assert await first.acquire(1)
-    assert not await second.acquire(0.05)
-    assert await other_thread.acquire(0.05)
-    await second.release()  # not the owner: changes nothing
-    assert not await backend.turn_lock("slack", "t1", 30).acquire(0.05)
-    assert await first.extend()
-    await first.release()
-    assert await second.acquire(1)
-
-
-async def test_a_waiting_turn_lock_gets_the_turn_when_released(backend_factory: BackendFactory) -> None:
-    backend = await backend_factory()
-    first, second = backend.turn_lock(None, "t1", 30), backend.turn_lock(None, "t1", 30)
-    assert await first.acquire(1)
-    waiting = asyncio.create_task(second.acquire(5))
-    await first.release()
-    assert await asyncio.wait_for(waiting, 5)
-
-
-async def test_rate_counter_counts_within_a_window(backend_factory: BackendFactory) -> None:
-    backend = await backend_factory()
-    assert [await backend.count_hit("slack:U1", 60) for _ in range(3)] == [1, 2, 3]
-    assert await backend.count_hit("slack:U2", 60) == 1
-
-
 async def test_flags_are_set_and_read(backend_factory: BackendFactory) -> None:
     backend = await backend_factory()
     assert not await backend.has_flag("slack:C1:1700.1")

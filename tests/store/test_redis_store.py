@@ -15,7 +15,7 @@ from redis.crc import key_slot
 from core.errors import StoreError, StoreUnavailableError
 from core.messages import ChatMessage
 from core.store import RedisChatMessageStore, RedisConnection
-from core.store.keys import event_key, lock_key, message_key
+from core.store.keys import ConversationKeys, message_key
 from tests.support.redis_proc import RedisServer, free_port
 from tests.support.tcp_proxy import FaultProxy
 from tests.support.waiting import wait_until
@@ -49,13 +49,9 @@ async def test_add_and_list_are_one_command_each(redis_url: str, redis_client: R
 
 
 async def test_every_key_of_a_thread_lands_in_one_cluster_slot() -> None:
-    keys = [
-        message_key("chat", "slack", "user_U1_session_C1"),
-        lock_key("chat", "slack", "user_U1_session_C1"),
-    ]
-    assert keys[0] == "chat:slack:{user_U1_session_C1}:messages"
-    assert len({key_slot(k.encode()) for k in keys}) == 1
-    assert event_key("chat", "slack", "Ev1") == "chat:slack:event:Ev1"
+    keys = ConversationKeys.of("chat", "slack", "user_U1_session_C1").all()
+    assert keys[0] == message_key("chat", "slack", "user_U1_session_C1") == "chat:slack:{user_U1_session_C1}:messages"
+    assert len(keys) == 6 and len({key_slot(k.encode()) for k in keys}) == 1
 
 
 def test_thread_ids_with_braces_are_refused_as_keys() -> None:

@@ -43,21 +43,6 @@ async def test_a_thread_untouched_for_its_ttl_is_gone(tmp_path: Path) -> None:
     await backend.aclose()
 
 
-async def test_event_claims_and_locks_expire_on_the_clock(tmp_path: Path) -> None:
-    clock = FakeClock()
-    backend = SqliteConnection(tmp_path / "m.sqlite3", clock=clock)
-    assert await backend.claim_event("slack", "E1", 10)
-    clock.now += 11
-    assert await backend.claim_event("slack", "E1", 10)
-    holder = backend.turn_lock("slack", "t1", 5)
-    assert await holder.acquire(0)
-    assert not await backend.turn_lock("slack", "t1", 5).acquire(0)
-    clock.now += 6  # the holder died without releasing
-    assert await backend.turn_lock("slack", "t1", 5).acquire(0)
-    assert not await holder.extend()
-    await backend.aclose()
-
-
 async def test_settings_without_redis_url_choose_the_embedded_store(tmp_path: Path) -> None:
     backend = open_backend(Settings(_env_file=None, data_dir=tmp_path / "data"))  # type: ignore[call-arg]
     assert isinstance(backend, SqliteConnection)
