@@ -293,20 +293,28 @@ class Delivery:
         return record, answer.reply.kind
 
     async def _answer(self, claim: Claim, incoming: IncomingMessage, writer: ReplyWriter) -> Answer:
-        pump = ProgressPump(self._progress(writer, claim), self._interval)
+        answered = asyncio.Event()
+        pump = ProgressPump(self._progress(writer, claim, answered), self._interval)
         try:
             async with writer.working():
-                return await self._gateway.answer(incoming, claim.history, hits=claim.record.hits, on_text=pump.update)
+                answer = await self._gateway.answer(
+                    incoming, claim.history, hits=claim.record.hits, on_text=pump.update
+                )
+                answered.set()
+                return answer
         finally:
             await pump.close()
 
-    def _progress(self, writer: ReplyWriter, claim: Claim) -> Callable[[str], Awaitable[None]]:
+    def _progress(self, writer: ReplyWriter, claim: Claim, answered: asyncio.Event) -> Callable[[str], Awaitable[None]]:
         noted = False
 
         async def send(text: str) -> None:
             nonlocal noted
             await writer.progress(text)
-            if writer.posted and not noted:  # a resumed turn then edits this message instead of posting anew
+            # Noted, a resumed turn edits this message instead of posting anew. Once the answer is in, the
+            # commit that follows records the post itself: a note then would only delay it by a round trip
+            # (the final post waits for this send), and leave the same window open for no gain.
+            if writer.posted and not noted and not answered.is_set():
                 noted = True
                 record = replace(claim.record, posted=tuple(writer.posted[:1]))
                 with contextlib.suppress(StoreError):

@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from core.delivery import Delivery, TurnOutcome
 from core.gateway import Gateway
 from core.health import HealthServer
 from core.llm import OfflineChatModel
@@ -21,6 +22,7 @@ from tests.conftest import make_settings
 from tests.fakes.discord_api import DEFAULT_TOKEN, FakeDiscord
 from tests.fakes.openai_server import Delay, FakeOpenAI, Reply
 from tests.fakes.slack_api import FakeSlack, im_message, sign
+from tests.support.delivery import Replies
 from tests.support.redis_proc import free_port
 from tests.support.waiting import wait_until
 
@@ -40,7 +42,13 @@ async def get(url: str) -> tuple[int, str]:
 
 async def test_health_ready_and_metrics_endpoints(tmp_path: Path) -> None:
     backend = SqliteConnection(tmp_path / "m.sqlite3")
-    gateway = Gateway(make_settings(), backend, OfflineChatModel())
+    settings = make_settings()
+    gateway = Gateway(settings, backend, OfflineChatModel())
+    outcomes: asyncio.Queue[TurnOutcome] = asyncio.Queue()
+    inbox = backend.inbox(lease_seconds=settings.lock_timeout_seconds, keep_seconds=settings.dedupe_ttl_seconds)
+    delivery = Delivery(gateway, inbox, on_outcome=outcomes.put_nowait)
+    replies = Replies()
+    delivery.serve("slack", replies)
     adapter = StubAdapter("slack", connected=True)
     server = HealthServer(backend=backend, metrics=gateway.metrics, adapters=[adapter], host="127.0.0.1", port=0)
     await server.start()
@@ -52,14 +60,20 @@ async def test_health_ready_and_metrics_endpoints(tmp_path: Path) -> None:
         adapter.connected = False
         status, body = await get(f"{base}/readyz")
         assert status == 503 and json.loads(body)["reasons"] == ["slack not connected"]
-        await gateway.handle(IncomingMessage("slack", "E1", "U1", "C1", "hello"))
-        await gateway.handle(IncomingMessage("slack", "E1", "U1", "C1", "hello"))
+        assert await delivery.receive(IncomingMessage("slack", "E1", "U1", "C1", "hello")) == "taken"
+        answered = await asyncio.wait_for(outcomes.get(), 10)  # reported once counted, after the post
+        assert answered.result == "answered" and answered.reply is not None
+        assert replies.texts["E1"] == [answered.reply.text]
+        assert await delivery.receive(IncomingMessage("slack", "E1", "U1", "C1", "hello")) == "duplicate"
+        assert (await asyncio.wait_for(outcomes.get(), 10)).result == "duplicate"
         status, metrics = await get(f"{base}/metrics")
         assert status == 200
         assert 'chat_gateway_turns_total{outcome="answer",platform="slack"} 1.0' in metrics
         assert 'chat_gateway_duplicates_dropped_total{platform="slack"} 1.0' in metrics
+        assert 'chat_gateway_turn_seconds_count{platform="slack"} 1.0' in metrics
         assert "chat_gateway_model_seconds_bucket" in metrics and "U1" not in metrics
     finally:
+        await delivery.drain(5)
         await server.stop()
         await backend.aclose()
 
