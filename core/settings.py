@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.context import default_context_tokens
 from core.errors import ConfigError
 
 __all__ = ["REDIS_SCHEMES", "Settings", "env_example", "load_settings", "settings_table"]
@@ -67,7 +68,15 @@ class Settings(BaseSettings):
     )
     model_timeout_seconds: float = Field(60.0, gt=0, description="Longest wait for the model, retries included")
     model_max_retries: int = Field(2, ge=0, le=10, description="SDK retries on 429/5xx/connection errors")
-    max_context_tokens: int | None = Field(None, ge=1, description="Drop oldest history to fit this estimate")
+    max_reply_tokens: int = Field(
+        1024, ge=0, description="Longest reply (max_tokens, or max_completion_tokens for o-series/gpt-5); 0 = not sent"
+    )
+    max_context_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Drop oldest history to fit this estimate; unset = the model's known window less "
+        "MAX_REPLY_TOKENS, or 16000 for models not known",
+    )
 
     # Gateway
     dedupe_ttl_seconds: int = Field(86400, ge=1, description="How long a platform event ID is remembered")
@@ -117,6 +126,13 @@ class Settings(BaseSettings):
     @classmethod
     def _check_http_url(cls, value: str | None) -> str | None:
         return _require_url(value, ("http", "https"), "the URL")
+
+    @property
+    def context_tokens(self) -> int:
+        """MAX_CONTEXT_TOKENS, or the default for OPENAI_MODEL when it is not set."""
+        if self.max_context_tokens is not None:
+            return self.max_context_tokens
+        return default_context_tokens(self.openai_model, self.max_reply_tokens)
 
     @property
     def store_max_messages(self) -> int | None:
