@@ -66,7 +66,12 @@ class Settings(BaseSettings):
     system_prompt: str = Field(
         "You are a helpful assistant in a team chat. Answer concisely.", description="Instructions for the model"
     )
-    model_timeout_seconds: float = Field(60.0, gt=0, description="Longest wait for the model, retries included")
+    model_timeout_seconds: float = Field(
+        60.0, gt=0, description="Longest wait for one model call, retries included (each tool round is one call)"
+    )
+    turn_timeout_seconds: float = Field(
+        300.0, gt=0, description="Longest a whole answer may take: every model call and tool round of one message"
+    )
     model_max_retries: int = Field(2, ge=0, le=10, description="SDK retries on 429/5xx/connection errors")
     max_reply_tokens: int = Field(
         1024, ge=0, description="Longest reply (max_tokens, or max_completion_tokens for o-series/gpt-5); 0 = not sent"
@@ -76,6 +81,20 @@ class Settings(BaseSettings):
         ge=1,
         description="Drop oldest history to fit this estimate; unset = the model's known window less "
         "MAX_REPLY_TOKENS, or 16000 for models not known",
+    )
+
+    # Tools
+    tools_module: str | None = Field(
+        None, pattern=r"^[A-Za-z_][\w.]*$", description="Python module whose public annotated functions are tools"
+    )
+    mcp_config: Path | None = Field(None, description='JSON file of MCP servers ({"mcpServers": {...}})')
+    mcp_connect_timeout_seconds: float = Field(
+        30.0, gt=0, description="Longest wait for an MCP server to start and list its tools"
+    )
+    max_tool_steps: int = Field(8, ge=1, description="Most rounds of tool calls in one answer")
+    tool_timeout_seconds: float = Field(30.0, gt=0, description="Longest one tool call may run")
+    max_tool_result_chars: int = Field(
+        20000, ge=100, description="Longer tool results are cut to this, with a note saying so"
     )
 
     # Gateway
