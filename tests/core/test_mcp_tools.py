@@ -14,7 +14,8 @@ import pytest
 
 from core.errors import ConfigError
 from core.llm import OpenAIChatModel
-from core.tools import PythonTools, Toolbox, ToolUnavailableError, open_toolbox
+from core.messages import ToolCall
+from core.tools import PythonTools, Toolbox, ToolRunner, ToolUnavailableError, open_toolbox
 from core.tools.mcp_config import McpServerConfig, load_mcp_config
 from core.tools.runner import NO_APPROVALS
 from core.turns import IncomingMessage
@@ -146,16 +147,28 @@ async def test_failing_and_misconfigured_servers_are_logged_by_name_and_the_rest
         "exits": {"command": sys.executable, "args": ["-c", "raise SystemExit(3)"]},
         "shapeless": {"args": ["x"], "headers": {"Authorization": SECRET}},
         "badurl": {"url": "ftp://example.invalid/mcp"},
+        "silent": {"command": sys.executable, "args": ["-c", "import time; time.sleep(60)"]},  # never answers
     }
     with caplog.at_level(logging.INFO):
-        toolbox = await toolbox_of(servers, mcp_connect_timeout_seconds=10)
+        toolbox = await toolbox_of(servers, mcp_connect_timeout_seconds=3)
     assert sorted(toolbox.specs()) == ["add"]
     status = {s.name: (s.ok, s.detail) for s in toolbox.status()}
     assert status["good"][0] and not status["missing"][0] and not status["exits"][0]
+    assert status["silent"] == (False, "down: no answer in time")
     assert "misconfigured" in status["shapeless"][1] and "http://" in status["badurl"][1]
-    for name in ("missing", "exits", "shapeless", "badurl"):
+    for name in ("missing", "exits", "shapeless", "badurl", "silent"):
         assert f"MCP server {name} " in caplog.text
     assert SECRET not in caplog.text
+
+
+async def test_an_mcp_call_that_hangs_times_out_and_the_server_goes_on(toolbox_of: ToolboxFactory) -> None:
+    toolbox = await toolbox_of({"orders": stdio_entry(only="hang,add")})
+    runner = ToolRunner(toolbox, timeout_seconds=0.5)
+    calls = [ToolCall(id="c1", name="hang", arguments="{}"), ToolCall(id="c2", name="add", arguments='{"a":1,"b":2}')]
+    results = await runner.run(calls, toolbox.specs())
+    assert [m.text for m in results] == ["Error: the tool did not finish within 0.5 seconds.", "3"]
+    assert (await runner.run(calls[1:], toolbox.specs()))[0].text == "3"
+    assert toolbox.servers[0].connects == 1  # no restart was needed
 
 
 def test_an_unreadable_or_shapeless_config_file_is_a_config_error(tmp_path: Path) -> None:
