@@ -3,10 +3,11 @@ requireApproval, name collisions, a server that dies and comes back, servers tha
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 
 from core.errors import ConfigError
 from core.llm import OpenAIChatModel
+from core.logs import configure_logging
 from core.messages import ToolCall
 from core.tools import PythonTools, Toolbox, ToolRunner, ToolUnavailableError, open_toolbox
 from core.tools.mcp_config import McpServerConfig, load_mcp_config
@@ -204,3 +206,40 @@ async def test_a_turn_calls_an_mcp_tool_and_a_destructive_one_waits_for_an_appro
         assert results == ["order 7: 2 books, shipped", NO_APPROVALS]
     finally:
         await stop_runtime(runtime)
+
+
+@pytest.fixture
+def debug_log() -> Iterator[io.StringIO]:
+    """The process's logging as `chat-gateway run` sets it with LOG_LEVEL=DEBUG, into a buffer; restored after."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, {n: logging.getLogger(n).level for n in ("httpx", "httpx2", "mcp")})
+    buffer = io.StringIO()
+    configure_logging("DEBUG", "text", buffer)
+    yield buffer
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in saved[0]:
+        root.addHandler(handler)
+    root.setLevel(saved[1])
+    for name, level in saved[2].items():
+        logging.getLogger(name).setLevel(level)
+
+
+async def test_config_secrets_never_reach_the_log_even_at_debug(
+    toolbox_of: ToolboxFactory, http_server: HttpMcpServer, debug_log: io.StringIO
+) -> None:
+    servers = {
+        "local": stdio_entry(only="lookup_order", env={"MCP_TEST_SECRET": f"{SECRET}-env"}),
+        "remote": {"url": f"{http_server.url}?key={SECRET}-q", "headers": {"Authorization": f"Bearer {SECRET}-h"}},
+        "broken": {"command": "/nonexistent/x", "args": [f"--token={SECRET}-arg"], "env": {"T": f"{SECRET}-env2"}},
+    }
+    toolbox = await toolbox_of(servers)
+    specs = toolbox.specs()
+    calls = [ToolCall(id=f"c{i}", name=name, arguments='{"order_id": "1"}')
+             for i, name in enumerate(specs) if name.endswith("lookup_order")]  # fmt: skip
+    results = await ToolRunner(toolbox).run(calls, specs)
+    assert [m.text for m in results] == ["order 1: 2 books, shipped"] * 2
+    await toolbox.aclose()
+    text = debug_log.getvalue()
+    assert "tool local_lookup_order result: order 1" in text and "MCP server broken" in text  # DEBUG is on
+    assert SECRET not in text
