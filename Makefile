@@ -26,6 +26,7 @@ bench: $(VENV)/.installed redis-server
 	$(BIN)/python bench/store_bench.py
 	$(BIN)/python bench/gateway_bench.py
 	$(BIN)/python bench/e2e_bench.py
+	$(BIN)/python bench/tool_bench.py
 
 # Regenerate the README settings table and .env.example after changing core/settings.py.
 docs: $(VENV)/.installed

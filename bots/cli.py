@@ -1,4 +1,4 @@
-"""`chat-gateway`: run adapters, inspect threads, check the set-up.
+"""`chat-gateway`: run adapters, inspect threads, list the tools, check the set-up.
 
 The composition root: settings are read once here and everything else is built from them and passed
 down. It lives in `bots/` because it wires adapters to the core (the core never imports `bots`).
@@ -28,6 +28,7 @@ from core.logs import configure_logging
 from core.messages import ChatMessage
 from core.settings import Settings, load_settings
 from core.store import MemoryBackend, open_backend
+from core.tools import open_toolbox
 
 __all__ = ["main"]
 
@@ -58,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
         one = verbs.add_parser(verb, help=f"{verb} one thread")
         one.add_argument("thread_id")
         one.add_argument("--namespace", help="platform: slack, discord, console")
-    commands.add_parser("check", help="check the store and the model, and say what is wrong")
+    tooling = commands.add_parser("tools", help="the tools the model can call")
+    tool_verbs = tooling.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    tool_verbs.add_parser("list", help="every tool, its server and whether it needs approval (starts the servers)")
+    commands.add_parser("check", help="check the store, the model and the tool servers, and say what is wrong")
     return parser
 
 
@@ -75,9 +79,7 @@ def build_adapter(
 
 def build_delivery(settings: Settings, gateway: Gateway) -> Delivery:
     """The process's delivery runner on the gateway's backend (one inbox, one owner name per process)."""
-    inbox = gateway.backend.inbox(
-        lease_seconds=settings.lock_timeout_seconds, keep_seconds=settings.dedupe_ttl_seconds
-    )
+    inbox = gateway.backend.inbox(lease_seconds=settings.lock_timeout_seconds, keep_seconds=settings.dedupe_ttl_seconds)
     return Delivery(gateway, inbox, max_turns=settings.max_concurrent_turns)
 
 
@@ -98,7 +100,9 @@ async def run(settings: Settings, args: argparse.Namespace) -> None:
         stack.push_async_callback(backend.aclose)
         stack.push_async_callback(model.aclose)
         await _require_store(backend)
-        gateway = Gateway(settings, backend, model)
+        toolbox = await open_toolbox(settings)  # MCP servers start once per process, here
+        stack.push_async_callback(toolbox.aclose)
+        gateway = Gateway(settings, backend, model, tools=toolbox)
         delivery = build_delivery(settings, gateway)
         adapters = [build_adapter(name, settings, gateway, delivery, args) for name in dict.fromkeys(args.adapters)]
         # A terminal chat serves no probes unless HEALTH_PORT is set explicitly.
@@ -164,6 +168,53 @@ async def threads(settings: Settings, args: argparse.Namespace) -> None:
         await backend.aclose()
 
 
+async def tools(settings: Settings) -> int:
+    """Print every tool the model sees; 1 when a configured server offers nothing right now."""
+    toolbox = await open_toolbox(settings)
+    try:
+        specs = toolbox.specs()
+        if not toolbox.sources and not toolbox.misconfigured:
+            print("no tools: set TOOLS_MODULE or MCP_CONFIG")
+            return 0
+        rows = [("TOOL", "SERVER", "APPROVAL", "DESCRIPTION")]
+        rows += [(name, spec.server, "yes" if spec.needs_approval else "no", _first_line(spec.tool.description))
+                 for name, spec in specs.items()]  # fmt: skip
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        for row in rows:
+            print("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)), row[3])
+        failed = [status for status in toolbox.status() if not status.ok]
+        for status in failed:
+            print(f"server {status.name}: FAILED ({status.detail})")
+        return 1 if failed else 0
+    finally:
+        await toolbox.aclose()
+
+
+def _first_line(text: str, limit: int = 80) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+async def _check_tools(settings: Settings) -> int:
+    """One line per tool source; the number that failed."""
+    if settings.tools_module is None and settings.mcp_config is None:
+        print("tools: none configured (TOOLS_MODULE, MCP_CONFIG)")
+        return 0
+    try:
+        toolbox = await open_toolbox(settings)
+    except ConfigError as exc:
+        print(f"tools: FAILED ({exc})")
+        return 1
+    try:
+        statuses = toolbox.status()
+        for status in statuses:
+            label = "tools python" if status.kind == "python" else f"mcp {status.name}"
+            print(f"{label}: {'ok' if status.ok else 'FAILED'} ({status.detail})")
+        return sum(not status.ok for status in statuses)
+    finally:
+        await toolbox.aclose()
+
+
 async def check(settings: Settings) -> int:
     """Print one line per part; 0 when everything answers."""
     failures = 0
@@ -182,6 +233,7 @@ async def check(settings: Settings) -> int:
             failures += not await _check_model(model)
     finally:
         await model.aclose()
+    failures += await _check_tools(settings)
     for name, needed in (("slack", ("slack_bot_token",)), ("discord", ("discord_token",))):
         missing = [n.upper() for n in needed if getattr(settings, n) is None]
         print(f"{name}: {'not configured (set ' + ', '.join(missing) + ')' if missing else 'token set'}")
@@ -213,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             asyncio.run(run(settings, args))
         elif args.command == "threads":
             asyncio.run(threads(settings, args))
+        elif args.command == "tools":
+            sys.exit(asyncio.run(tools(settings)))
         else:
             sys.exit(asyncio.run(check(settings)))
     except ConfigError as exc:

@@ -1,20 +1,27 @@
 """Agent, AgentThread and AgentResponse: the reference notebook's API on our model port and stores.
 
 A turn sends the instructions, the stored history (already trimmed by the store) and the new user
-message; only after the model answered are the user message and the reply stored, in ONE
-`add_messages` call. A failed turn stores nothing.
+message, and calls tools while the model asks for them (core.agent_turn); only after the model
+answered are the user message, the tool exchange and the reply stored, in ONE `add_messages` call.
+A failed turn stores nothing.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from core.agent_turn import AgentTurn
+from core.context import estimate_tokens, fit_history, well_formed
 from core.messages import ChatMessage
+from core.model import ChatModel
 from core.store.base import MessageStore
+from core.tools.base import Approver
+
+if TYPE_CHECKING:
+    from core.tools.runner import ToolRunner
 
 __all__ = [
     "Agent",
@@ -27,24 +34,18 @@ __all__ = [
 ]
 
 
-class ChatModel(Protocol):
-    model_id: str
-
-    async def complete(self, messages: Sequence[ChatMessage]) -> str: ...
-
-    def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]: ...
-
-
-def estimate_tokens(message: ChatMessage) -> int:
-    """A cheap upper-bound guess (4 characters a token plus framing), enough to keep under a context cap."""
-    return math.ceil(len(message.text) / 4) + 4
-
-
 @dataclass(frozen=True, slots=True)
 class AgentResponse:
+    """`text` answers; `messages` are what the turn adds to the history (prompt, tool exchange, answer).
+
+    `kept` is set when the model refused the history for its length and only that part of it was sent:
+    the caller then replaces the stored history with `kept` + `messages`.
+    """
+
     text: str
     messages: list[ChatMessage]
     model_seconds: float = 0.0
+    kept: list[ChatMessage] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +100,18 @@ class Agent:
         instructions: str = "",
         chat_message_store_factory: Callable[[], MessageStore] | None = None,
         max_context_tokens: int | None = None,
+        tools: ToolRunner | None = None,
+        max_tool_steps: int = 8,
+        model_timeout_seconds: float | None = None,
     ) -> None:
         self.model = model
         self.name = name
         self.instructions = instructions
         self.chat_message_store_factory = chat_message_store_factory
         self.max_context_tokens = max_context_tokens
+        self.tools = tools
+        self.max_tool_steps = max_tool_steps
+        self.model_timeout_seconds = model_timeout_seconds
 
     async def respond(
         self,
@@ -112,24 +119,20 @@ class Agent:
         prompt: ChatMessage,
         *,
         on_text: Callable[[str], Awaitable[None]] | None = None,
+        approve: Approver | None = None,
     ) -> AgentResponse:
         """Answer `prompt` after `history`, storing nothing: the caller commits `response.messages`.
 
-        With `on_text`, the reply is streamed and `on_text` is awaited with the text so far after each piece.
+        With `on_text`, the reply is streamed and `on_text` is awaited with the text so far after each
+        piece (and with the tools' titles while they run). `approve` is asked before each call of a tool
+        that needs approval; without it such calls are not run.
 
         Raises:
-            ModelError: the model failed.
+            ModelError: the model failed (ModelTimeoutError: one call took over MODEL_TIMEOUT_SECONDS).
         """
-        request = self._request(list(history), prompt)
-        started = time.perf_counter()
-        if on_text is None:
-            text = await self.model.complete(request)
-        else:
-            text = ""
-            async for delta in self.model.stream(request):
-                text += delta
-                await on_text(text)
-        return self._response(prompt, text, time.perf_counter() - started)
+        turn = AgentTurn(self, history, prompt, on_text=on_text, approve=approve)
+        result = await turn.run()
+        return AgentResponse(result.text, result.messages, result.model_seconds, result.kept)
 
     def get_new_thread(self) -> AgentThread:
         factory = self.chat_message_store_factory
@@ -171,15 +174,9 @@ class Agent:
     def _fit(self, history: list[ChatMessage], prompt: ChatMessage) -> list[ChatMessage]:
         """Drop the oldest history until the request fits `max_context_tokens` (an estimate)."""
         if self.max_context_tokens is None:
-            return history
+            return well_formed(history)
         budget = self.max_context_tokens - estimate_tokens(prompt) - len(self.instructions) // 4 - 4
-        kept: list[ChatMessage] = []
-        for message in reversed(history):
-            budget -= estimate_tokens(message)
-            if budget < 0:
-                break
-            kept.append(message)
-        return kept[::-1]
+        return fit_history(history, budget)
 
     def _response(self, prompt: ChatMessage, text: str, model_seconds: float) -> AgentResponse:
         answer = ChatMessage(role="assistant", text=text, author_id=self.name)

@@ -7,13 +7,15 @@ GatewayError            .user_message is safe to post; str(exc) is for the log
 │   └── CorruptHistoryError     stored data that is not our JSON
 └── ModelError          the chat model failed (timeout, rejected, 5xx, malformed)
     ├── ModelTimeoutError
-    └── ModelRejectedError      bad key, unknown model, context too long
+    └── ModelRejectedError      bad key, unknown model
+        └── ContextTooLongError the request is longer than the model's context window
 """
 
 from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "ContextTooLongError",
     "CorruptHistoryError",
     "GatewayError",
     "ModelError",
@@ -68,3 +70,12 @@ class ModelRejectedError(ModelError):
     """The model refused the request for a reason retrying will not fix."""
 
     user_message = "The language model rejected the request. The operator has been told."
+
+
+class ContextTooLongError(ModelRejectedError):
+    """The model refused the request for its length; the agent then retries once with less history."""
+
+    user_message = (
+        "This message and our conversation are too long for the language model, so I saved nothing. "
+        "Please send something shorter, or `reset` the conversation."
+    )

@@ -21,6 +21,7 @@ from core.metrics import Metrics
 from core.settings import Settings
 from core.store.base import MemoryBackend
 from core.threads import channel_thread_id, platform_thread_id, thread_id_for
+from core.tools import Approver, Toolbox, ToolRunner
 from core.turns import IncomingMessage, Reply
 
 __all__ = ["Answer", "Gateway", "ProgressCallback"]
@@ -44,17 +45,31 @@ class Gateway:
     """Shared by every adapter of a process; holds no per-conversation state."""
 
     def __init__(
-        self, settings: Settings, backend: MemoryBackend, model: ChatModel, *, metrics: Metrics | None = None
+        self,
+        settings: Settings,
+        backend: MemoryBackend,
+        model: ChatModel,
+        *,
+        metrics: Metrics | None = None,
+        tools: Toolbox | None = None,
     ) -> None:
         self._settings = settings
         self._backend = backend
+        self.metrics = metrics or Metrics()
+        self.tools = tools
+        runner = ToolRunner(
+            tools, timeout_seconds=settings.tool_timeout_seconds, max_result_chars=settings.max_tool_result_chars,
+            metrics=self.metrics,
+        ) if tools is not None else None  # fmt: skip
         self.agent = Agent(
             model,
             name="chat-gateway",
             instructions=settings.system_prompt,
-            max_context_tokens=settings.max_context_tokens,
+            max_context_tokens=settings.context_tokens,
+            tools=runner,
+            max_tool_steps=settings.max_tool_steps,
+            model_timeout_seconds=settings.model_timeout_seconds,
         )
-        self.metrics = metrics or Metrics()
 
     @property
     def backend(self) -> MemoryBackend:
@@ -82,8 +97,13 @@ class Gateway:
         *,
         hits: int = 0,
         on_text: ProgressCallback | None = None,
+        approve: Approver | None = None,
     ) -> Answer:
-        """The answer to `incoming` after `history`; `hits` is the sender's count in the rate window."""
+        """The answer to `incoming` after `history`; `hits` is the sender's count in the rate window.
+
+        `approve` is asked before each call of a tool that needs a person's approval (the delivery layer
+        posts the prompt and waits for the click); without it, such calls are not run.
+        """
         thread_id = self.thread_id(incoming)
         command = parse_command(incoming.text)
         if command is not None:
@@ -94,17 +114,22 @@ class Gateway:
             return Answer(limited)
         log.debug("message text: %s", incoming.text)
         prompt = ChatMessage(role="user", text=incoming.text, author_id=incoming.user_id)
-        seconds = self._settings.model_timeout_seconds
+        seconds = self._settings.turn_timeout_seconds
         try:
-            async with asyncio.timeout(seconds):  # the model call only: reads and writes have their own bounds
-                response = await self.agent.respond(history, prompt, on_text=on_text)
+            # Each model call has MODEL_TIMEOUT_SECONDS (in the agent); this bounds all calls and tool
+            # rounds of the answer together. Reads and writes have their own bounds.
+            async with asyncio.timeout(seconds):
+                response = await self.agent.respond(history, prompt, on_text=on_text, approve=approve)
         except TimeoutError:
-            error = ModelTimeoutError(f"no complete answer within MODEL_TIMEOUT_SECONDS={seconds}")
+            error = ModelTimeoutError(f"no complete answer within TURN_TIMEOUT_SECONDS={seconds}")
             return self._failed(incoming, thread_id, error)
         except GatewayError as exc:
             return self._failed(incoming, thread_id, exc)
         self.metrics.model_seconds.labels(incoming.platform).observe(response.model_seconds)
         reply = Reply(response.text, kind="answer", thread_id=thread_id)
+        if response.kept is not None:  # the model refused the older history: forget it for good
+            messages = [*response.kept, *response.messages]
+            return Answer(reply, messages=messages, clear=True, model_seconds=response.model_seconds)
         return Answer(reply, messages=response.messages, model_seconds=response.model_seconds)
 
     def _failed(self, incoming: IncomingMessage, thread_id: str, exc: GatewayError) -> Answer:

@@ -7,21 +7,27 @@ honouring `retry-after`; we add none of our own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
-from typing import cast
+from typing import Any, cast
+from uuid import uuid4
 
 import openai
-from openai import AsyncOpenAI
-from openai.types.chat import ChatCompletionMessageParam
+from openai import AsyncOpenAI, Omit, omit
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam, ChatCompletionToolUnionParam
 
 from core.agent import AgentFactory
-from core.errors import ModelError, ModelRejectedError, ModelTimeoutError
-from core.messages import ChatMessage
+from core.context import reply_tokens_parameter
+from core.errors import ContextTooLongError, ModelError, ModelRejectedError, ModelTimeoutError
+from core.messages import ChatMessage, ToolCall
+from core.model import DeltaCallback, ModelReply, ToolChoice
 from core.settings import Settings
 
 __all__ = ["ModelBusyError", "OfflineChatModel", "OpenAIChatClient", "OpenAIChatModel"]
 
 DEFAULT_MODEL = "gpt-4o-mini"
+# How servers word "your request is longer than my context window" (OpenAI, vLLM, llama.cpp, LM Studio).
+_TOO_LONG = re.compile(r"context.(length|size|window)|too many tokens|prompt is too long|reduce the length", re.I)
 
 
 class ModelBusyError(ModelError):
@@ -33,6 +39,8 @@ class ModelBusyError(ModelError):
 def translate_openai_error(exc: Exception, where: str) -> ModelError:
     """One `ModelError` per SDK failure; the text names the server and the cause for the operator."""
     detail = f"{type(exc).__name__} from {where}: {exc}"
+    if _is_too_long(exc):
+        return ContextTooLongError(detail)
     if isinstance(exc, openai.APITimeoutError):
         return ModelTimeoutError(detail)
     if isinstance(exc, openai.RateLimitError):
@@ -49,6 +57,12 @@ def translate_openai_error(exc: Exception, where: str) -> ModelError:
     return ModelError(detail)
 
 
+def _is_too_long(exc: Exception) -> bool:
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code not in (400, 413, 422):
+        return False
+    return getattr(exc, "code", None) == "context_length_exceeded" or bool(_TOO_LONG.search(str(exc)))
+
+
 class OpenAIChatModel(AgentFactory):
     """A model behind the Chat Completions API. The SDK client is built on first use, never in `__init__`."""
 
@@ -61,8 +75,10 @@ class OpenAIChatModel(AgentFactory):
         async_client: AsyncOpenAI | None = None,
         timeout: float = 60.0,
         max_retries: int = 2,
+        max_reply_tokens: int | None = None,
     ) -> None:
         self.model_id = model_id or DEFAULT_MODEL
+        self.max_reply_tokens = max_reply_tokens
         self._api_key = api_key
         self._base_url = base_url
         self._timeout = timeout
@@ -94,16 +110,7 @@ class OpenAIChatModel(AgentFactory):
         Raises:
             ModelError: timeout, rejection, server error, or a reply without text.
         """
-        client = self.client
-        try:
-            completion = await client.chat.completions.create(model=self.model_id, messages=_params(messages))
-        except (openai.OpenAIError, ValueError) as exc:  # the SDK lets a garbled JSON body out as ValueError
-            raise translate_openai_error(exc, self._where()) from exc
-        choices = getattr(completion, "choices", None)
-        text = choices[0].message.content if choices else None
-        if not isinstance(text, str):
-            raise ModelError(f"malformed reply from {self._where()}: no text in {str(completion)[:200]!r}")
-        return text
+        return (await self.reply(messages)).text
 
     async def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]:
         """The reply as text deltas, as the server sends them.
@@ -113,13 +120,64 @@ class OpenAIChatModel(AgentFactory):
         """
         client = self.client
         try:
-            chunks = await client.chat.completions.create(model=self.model_id, messages=_params(messages), stream=True)
+            chunks = await client.chat.completions.create(
+                model=self.model_id, messages=_params(messages), stream=True, **self._limits()
+            )
             async for chunk in chunks:
                 delta = chunk.choices[0].delta.content if chunk.choices else None
                 if delta:
                     yield delta
         except (openai.OpenAIError, ValueError) as exc:  # the SDK lets a garbled JSON body out as ValueError
             raise translate_openai_error(exc, self._where()) from exc
+
+    async def reply(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[dict[str, Any]] = (),
+        tool_choice: ToolChoice | None = None,
+        on_delta: DeltaCallback | None = None,
+    ) -> ModelReply:
+        """One call with `tools` offered: text and any tool calls, streamed to `on_delta` when given.
+
+        Raises:
+            ModelError: timeout, rejection (ContextTooLongError for a request too long), server error,
+                or a malformed reply.
+        """
+        client = self.client
+        offered = cast("list[ChatCompletionToolUnionParam]", list(tools)) if tools else omit
+        choice: ToolChoice | Omit = tool_choice if tools and tool_choice else omit
+        try:
+            if on_delta is not None:
+                chunks = await client.chat.completions.create(
+                    model=self.model_id, messages=_params(messages), tools=offered, tool_choice=choice, stream=True,
+                    **self._limits(),
+                )  # fmt: skip
+                return await _assemble(chunks, on_delta)
+            completion = await client.chat.completions.create(
+                model=self.model_id, messages=_params(messages), tools=offered, tool_choice=choice, **self._limits()
+            )
+        except (openai.OpenAIError, ValueError) as exc:  # the SDK lets a garbled JSON body out as ValueError
+            raise translate_openai_error(exc, self._where()) from exc
+        return self._reply_of(completion)
+
+    def _limits(self) -> dict[str, Any]:
+        if not self.max_reply_tokens:
+            return {}
+        return {reply_tokens_parameter(self.model_id): self.max_reply_tokens}
+
+    def _reply_of(self, completion: ChatCompletion) -> ModelReply:
+        choices = getattr(completion, "choices", None)
+        message = choices[0].message if choices else None
+        text = getattr(message, "content", None)
+        calls = tuple(
+            ToolCall(id=call.id or _call_id(), name=call.function.name, arguments=call.function.arguments or "{}")
+            for call in (getattr(message, "tool_calls", None) or ())
+            if getattr(call, "function", None) is not None
+        )
+        if not isinstance(text, str) and not (calls and text is None):
+            raise ModelError(f"malformed reply from {self._where()}: no text in {str(completion)[:200]!r}")
+        return ModelReply(text or "", calls, choices[0].finish_reason if choices else None)
 
     async def aclose(self) -> None:
         if self._owns_client and self._client is not None:
@@ -156,6 +214,23 @@ class OfflineChatModel(AgentFactory):
         for index, word in enumerate(words):
             yield word if index == len(words) - 1 else word + " "
 
+    async def reply(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[dict[str, Any]] = (),
+        tool_choice: ToolChoice | None = None,
+        on_delta: DeltaCallback | None = None,
+    ) -> ModelReply:
+        """As `complete`; the offline model calls no tools."""
+        if on_delta is None:
+            return ModelReply(await self.complete(messages), finish_reason="stop")
+        parts = []
+        async for delta in self.stream(messages):
+            parts.append(delta)
+            await on_delta(delta)
+        return ModelReply("".join(parts), finish_reason="stop")
+
     async def aclose(self) -> None:
         """Nothing to close."""
 
@@ -163,6 +238,38 @@ class OfflineChatModel(AgentFactory):
 def _params(messages: Sequence[ChatMessage]) -> list[ChatCompletionMessageParam]:
     # to_openai() builds exactly the role/content dicts these TypedDicts describe.
     return cast("list[ChatCompletionMessageParam]", [m.to_openai() for m in messages])
+
+
+async def _assemble(chunks: AsyncIterator[Any], on_delta: DeltaCallback) -> ModelReply:
+    """A streamed reply put together: text deltas passed on, tool-call deltas joined by their index."""
+    parts: list[str] = []
+    calls: dict[int, dict[str, str]] = {}
+    finish: str | None = None
+    async for chunk in chunks:
+        if not chunk.choices:
+            continue
+        choice = chunk.choices[0]
+        delta = choice.delta
+        if delta.content:
+            parts.append(delta.content)
+            await on_delta(delta.content)
+        for piece in delta.tool_calls or ():
+            slot = calls.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
+            slot["id"] = piece.id or slot["id"]
+            if piece.function is not None:
+                slot["name"] += piece.function.name or ""
+                slot["arguments"] += piece.function.arguments or ""
+        finish = choice.finish_reason or finish
+    tool_calls = tuple(
+        ToolCall(id=slot["id"] or _call_id(), name=slot["name"], arguments=slot["arguments"] or "{}")
+        for _, slot in sorted(calls.items())
+    )
+    return ModelReply("".join(parts), tool_calls, finish)
+
+
+def _call_id() -> str:
+    # Some OpenAI-compatible servers send calls without IDs; tool messages must still name one.
+    return f"call_{uuid4().hex[:24]}"
 
 
 def _clip(text: str | None, limit: int = 80) -> str:
@@ -181,4 +288,5 @@ def model_from_settings(settings: Settings) -> OpenAIChatModel | OfflineChatMode
         base_url=settings.openai_base_url,
         timeout=settings.model_timeout_seconds,
         max_retries=settings.model_max_retries,
+        max_reply_tokens=settings.max_reply_tokens or None,
     )

@@ -79,5 +79,5 @@ def configure_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | N
     root.addHandler(handler)
     root.setLevel(level)
     # Library chatter at INFO (HTTP request lines) would drown the turn lines.
-    for noisy in ("httpx", "httpx2", "openai", "slack_bolt", "slack_sdk", "discord", "aiohttp.access"):
+    for noisy in ("httpx", "httpx2", "openai", "mcp", "slack_bolt", "slack_sdk", "discord", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -1,6 +1,8 @@
 """The chat message every part of chat-gateway passes around, and its two wire forms.
 
-JSON (`to_json` / `from_json`) is what the store keeps; `to_openai` is what the model is sent.
+JSON (`to_json` / `from_json`) is what the store keeps; `to_openai` is what the model is sent. A tool
+exchange is an assistant message with `tool_calls` followed by one `tool` message per call, each
+naming its call's `tool_call_id`: the shape OpenAI accepts, and the only one we store.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["ChatMessage", "Role"]
+__all__ = ["ChatMessage", "Role", "ToolCall"]
 
 Role = Literal["system", "user", "assistant", "tool"]
+_TOOL_FIELDS = frozenset({"tool_calls", "tool_call_id"})
 
 
 def _new_id() -> str:
@@ -22,6 +25,19 @@ def _new_id() -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+class ToolCall(BaseModel):
+    """One call the model asked for; `arguments` is the JSON text exactly as the model wrote it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+    def to_openai(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
 
 
 class ChatMessage(BaseModel):
@@ -35,6 +51,8 @@ class ChatMessage(BaseModel):
     message_id: str = Field(default_factory=_new_id)
     created_at: datetime = Field(default_factory=_now)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    tool_calls: tuple[ToolCall, ...] = ()  # assistant: the calls it asked for
+    tool_call_id: str | None = None  # tool: the call this message answers
 
     @field_validator("created_at")
     @classmethod
@@ -43,14 +61,25 @@ class ChatMessage(BaseModel):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
     def to_json(self) -> str:
-        return self.model_dump_json()
+        # Messages without tools are stored as before tools existed: older readers and sizes stay as they were.
+        plain = not self.tool_calls and self.tool_call_id is None
+        return self.model_dump_json(exclude=set(_TOOL_FIELDS) if plain else None)
 
     @classmethod
     def from_json(cls, data: str | bytes) -> ChatMessage:
         """Raises `pydantic.ValidationError` for anything that is not a stored message."""
         return cls.model_validate_json(data)
 
-    def to_openai(self) -> dict[str, str]:
-        """The Chat Completions form; tool results go back as plain text we never send tool calls."""
-        role = "user" if self.role == "tool" else self.role
-        return {"role": role, "content": self.text}
+    def to_openai(self) -> dict[str, Any]:
+        """The Chat Completions form. A tool message without a call ID (older data) goes as user text."""
+        if self.role == "tool":
+            if self.tool_call_id is None:
+                return {"role": "user", "content": self.text}
+            return {"role": "tool", "tool_call_id": self.tool_call_id, "content": self.text}
+        if self.role == "assistant" and self.tool_calls:
+            return {
+                "role": "assistant",
+                "content": self.text or None,
+                "tool_calls": [call.to_openai() for call in self.tool_calls],
+            }
+        return {"role": self.role, "content": self.text}

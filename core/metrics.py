@@ -1,6 +1,7 @@
 """Prometheus metrics of the gateway, in a registry of their own (never the process-global one).
 
-Labels stay low-cardinality: platform and outcome only, never user, channel or thread IDs.
+Labels stay low-cardinality: platform, outcome and configured tool names only (a name the model made
+up counts as `unknown`), never user, channel or thread IDs.
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ class Metrics:
         )
         self.threads_touched = Counter(
             "chat_gateway_thread_writes", "Conversations written to (one per stored turn)", ["platform"], registry=r
+        )
+
+        self.tool_calls = Counter(
+            "chat_gateway_tool_calls", "Tool calls, by tool and outcome (ok, error, timeout, truncated, unavailable, "
+            "denied, invalid, unknown)", ["tool", "outcome"], registry=r,
+        )  # fmt: skip
+        self.tool_seconds = Histogram(
+            "chat_gateway_tool_seconds", "Time one tool call ran", ["tool"], buckets=_LATENCY_BUCKETS, registry=r
         )
 
     def render(self) -> bytes:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.context import default_context_tokens
 from core.errors import ConfigError
 
 __all__ = ["REDIS_SCHEMES", "Settings", "env_example", "load_settings", "settings_table"]
@@ -65,9 +66,36 @@ class Settings(BaseSettings):
     system_prompt: str = Field(
         "You are a helpful assistant in a team chat. Answer concisely.", description="Instructions for the model"
     )
-    model_timeout_seconds: float = Field(60.0, gt=0, description="Longest wait for the model, retries included")
+    model_timeout_seconds: float = Field(
+        60.0, gt=0, description="Longest wait for one model call, retries included (each tool round is one call)"
+    )
+    turn_timeout_seconds: float = Field(
+        300.0, gt=0, description="Longest a whole answer may take: every model call and tool round of one message"
+    )
     model_max_retries: int = Field(2, ge=0, le=10, description="SDK retries on 429/5xx/connection errors")
-    max_context_tokens: int | None = Field(None, ge=1, description="Drop oldest history to fit this estimate")
+    max_reply_tokens: int = Field(
+        1024, ge=0, description="Longest reply (max_tokens, or max_completion_tokens for o-series/gpt-5); 0 = not sent"
+    )
+    max_context_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Drop oldest history to fit this estimate; unset = the model's known window less "
+        "MAX_REPLY_TOKENS, or 16000 for models not known",
+    )
+
+    # Tools
+    tools_module: str | None = Field(
+        None, pattern=r"^[A-Za-z_][\w.]*$", description="Python module whose public annotated functions are tools"
+    )
+    mcp_config: Path | None = Field(None, description='JSON file of MCP servers ({"mcpServers": {...}})')
+    mcp_connect_timeout_seconds: float = Field(
+        30.0, gt=0, description="Longest wait for an MCP server to start and list its tools"
+    )
+    max_tool_steps: int = Field(8, ge=1, description="Most rounds of tool calls in one answer")
+    tool_timeout_seconds: float = Field(30.0, gt=0, description="Longest one tool call may run")
+    max_tool_result_chars: int = Field(
+        20000, ge=100, description="Longer tool results are cut to this, with a note saying so"
+    )
 
     # Gateway
     dedupe_ttl_seconds: int = Field(86400, ge=1, description="How long a platform event ID is remembered")
@@ -117,6 +145,13 @@ class Settings(BaseSettings):
     @classmethod
     def _check_http_url(cls, value: str | None) -> str | None:
         return _require_url(value, ("http", "https"), "the URL")
+
+    @property
+    def context_tokens(self) -> int:
+        """MAX_CONTEXT_TOKENS, or the default for OPENAI_MODEL when it is not set."""
+        if self.max_context_tokens is not None:
+            return self.max_context_tokens
+        return default_context_tokens(self.openai_model, self.max_reply_tokens)
 
     @property
     def store_max_messages(self) -> int | None:

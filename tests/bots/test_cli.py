@@ -14,7 +14,9 @@ from core.messages import ChatMessage
 from core.store import RedisConnection
 from tests.support.redis_proc import free_port
 
-SETTING_PREFIXES = ("REDIS_", "OPENAI_", "SLACK_", "DISCORD_", "LOG_", "MAX_", "KEY_PREFIX", "DATA_DIR", "THREAD_TTL")
+SETTING_PREFIXES = (
+    "REDIS_", "OPENAI_", "SLACK_", "DISCORD_", "LOG_", "MAX_", "KEY_PREFIX", "DATA_DIR", "THREAD_TTL", "TOOLS_", "MCP_",
+)  # fmt: skip
 
 
 def cli(

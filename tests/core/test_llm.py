@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import ModelError, ModelRejectedError, ModelTimeoutError
+from core.errors import ContextTooLongError, ModelError, ModelRejectedError, ModelTimeoutError
 from core.llm import ModelBusyError, OfflineChatModel, OpenAIChatModel, model_from_settings
 from core.messages import ChatMessage
 from tests.conftest import make_settings, openai_client
-from tests.fakes.openai_server import FakeOpenAI, Garbage, Hang, Reply, Status
+from tests.fakes.openai_server import FakeOpenAI, Garbage, Hang, Reply, Status, ToolCalls
 
 HELLO = [ChatMessage(role="system", text="be nice"), ChatMessage(role="user", text="hello")]
 
@@ -121,3 +121,74 @@ async def test_offline_model_is_deterministic_labelled_and_shows_memory() -> Non
     assert first.startswith("[offline model]")
     assert "2 earlier messages" in first and "My name is Ada" in first
     assert "".join([d async for d in model.stream(history)]) == first
+
+
+TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_reply_returns_tool_calls_streamed_or_not(fake_openai: FakeOpenAI, streamed: bool) -> None:
+    fake_openai.script(ToolCalls(("lookup", {"id": "a" * 40}), ("lookup", '{"id": "b"}'), text="Checking."))
+    model = OpenAIChatModel("m1", async_client=openai_client(fake_openai))
+    deltas: list[str] = []
+
+    async def on_delta(delta: str) -> None:
+        deltas.append(delta)
+
+    reply = await model.reply(HELLO, tools=[TOOL], on_delta=on_delta if streamed else None)
+    assert reply.text == "Checking." and reply.finish_reason == "tool_calls"
+    assert [(c.name, c.arguments) for c in reply.tool_calls] == [("lookup", '{"id": "' + "a" * 40 + '"}'),
+                                                                 ("lookup", '{"id": "b"}')]  # fmt: skip
+    assert len({c.id for c in reply.tool_calls}) == 2 and all(c.id.startswith("call_") for c in reply.tool_calls)
+    assert fake_openai.requests[-1].body["tools"] == [TOOL]  # type: ignore[index]
+    assert "".join(deltas) == ("Checking." if streamed else "")
+
+
+async def test_no_tools_means_no_tools_parameter(fake_openai: FakeOpenAI) -> None:
+    model = OpenAIChatModel("m1", async_client=openai_client(fake_openai))
+    await model.reply(HELLO, tool_choice="none")
+    assert "tools" not in fake_openai.requests[-1].body and "tool_choice" not in fake_openai.requests[-1].body  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    "model_id,sent,absent",
+    [("gpt-4o-mini", "max_tokens", "max_completion_tokens"), ("o3-mini", "max_completion_tokens", "max_tokens"),
+     ("gpt-5", "max_completion_tokens", "max_tokens"), ("openai/o1", "max_completion_tokens", "max_tokens")],
+)  # fmt: skip
+async def test_max_reply_tokens_goes_in_the_field_the_model_takes(
+    fake_openai: FakeOpenAI, model_id: str, sent: str, absent: str
+) -> None:
+    model = model_from_settings(make_settings(openai_base_url=fake_openai.base_url, openai_model=model_id))
+    assert isinstance(model, OpenAIChatModel)
+    await model.complete(HELLO)  # the fake refuses max_tokens for o-series and gpt-5, as OpenAI does
+    _ = [d async for d in model.stream(HELLO)]
+    for request in fake_openai.requests:
+        assert request.body[sent] == 1024 and absent not in request.body  # type: ignore[index,operator]
+    await model.aclose()
+
+
+async def test_max_reply_tokens_zero_sends_no_limit(fake_openai: FakeOpenAI) -> None:
+    model = model_from_settings(make_settings(openai_base_url=fake_openai.base_url, max_reply_tokens=0))
+    await model.complete(HELLO)
+    assert "max_tokens" not in fake_openai.requests[-1].body  # type: ignore[operator]
+    await model.aclose()
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        Status(400, code="context_length_exceeded", message="This model's maximum context length is 10 tokens."),
+        Status(400, message="the request exceeds the available context size, try increasing it"),  # llama.cpp
+    ],
+)
+async def test_a_request_too_long_is_its_own_error(fake_openai: FakeOpenAI, failure: Status) -> None:
+    fake_openai.script(failure)
+    model = OpenAIChatModel("m1", async_client=openai_client(fake_openai))
+    with pytest.raises(ContextTooLongError) as caught:
+        await model.complete(HELLO)
+    assert "too long" in caught.value.user_message
+
+
+async def test_the_offline_model_answers_reply_without_tools() -> None:
+    reply = await OfflineChatModel().reply(HELLO, tools=[TOOL])
+    assert reply.text.startswith("[offline model]") and reply.tool_calls == ()

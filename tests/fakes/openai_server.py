@@ -47,6 +47,22 @@ Scripted behaviours
       point the handler is cancelled and the connection dropped.
     * ``Delay(seconds, then=None)`` -- wait, then answer with ``then`` (or
       the default reply).
+    * ``ToolCalls(("name", {"arg": 1}), ..., text="")`` -- answer with these
+      tool calls (``finish_reason: "tool_calls"``), IDs ``call_fake<n>``.
+      Streamed, each call's first delta carries its index, ID and name, and
+      its arguments follow in pieces of ``chunk_size`` (default 8) characters,
+      as OpenAI sends them.
+
+OpenAI's request rules
+    Like OpenAI, the fake answers 400 (before consuming a script) when the
+    messages break the tool-message rules: a ``tool`` message that does not
+    answer a call of the assistant message before it, a ``tool`` message
+    without ``tool_call_id``, or an assistant message with ``tool_calls``
+    not followed by a ``tool`` message for each of its call IDs. Models whose
+    name starts with ``o1``..``o9`` or ``gpt-5`` refuse ``max_tokens``
+    (``unsupported_parameter``), as OpenAI's reasoning models do.
+    ``fake.context_window = n`` refuses requests whose messages hold more than
+    ``n`` words (tool-call arguments included) with ``context_length_exceeded``.
 
     ``fake.fail_all(status)`` makes every request on every route fail with
     that status (``int`` or :class:`Status`) without consuming scripts, until
@@ -77,6 +93,7 @@ __all__ = [
     "Reply",
     "ReplyFn",
     "Status",
+    "ToolCalls",
     "echo_last_user_message",
 ]
 
@@ -143,7 +160,20 @@ class Garbage:
     content_type: str = "application/json"
 
 
-Outcome: TypeAlias = Reply | Status | Garbage
+@dataclass(frozen=True, init=False)
+class ToolCalls:
+    """Answer with tool calls: ``ToolCalls(("lookup", {"id": "1"}), ("add", '{"a": 1}'), text="")``."""
+
+    calls: tuple[tuple[str, str], ...]
+    text: str
+
+    def __init__(self, *calls: tuple[str, Mapping[str, Any] | str], text: str = "") -> None:
+        arguments = tuple((name, args if isinstance(args, str) else json.dumps(args)) for name, args in calls)
+        object.__setattr__(self, "calls", arguments)
+        object.__setattr__(self, "text", text)
+
+
+Outcome: TypeAlias = Reply | Status | Garbage | ToolCalls
 
 
 @dataclass(frozen=True)
@@ -165,7 +195,7 @@ class Delay:
             raise ValueError("Delay seconds must be >= 0")
 
 
-Behaviour: TypeAlias = Reply | Status | Garbage | Hang | Delay
+Behaviour: TypeAlias = Reply | Status | Garbage | ToolCalls | Hang | Delay
 
 
 @dataclass(frozen=True)
@@ -230,6 +260,7 @@ class FakeOpenAI:
         self.model = model
         self.chunk_size = chunk_size
         self.api_key = api_key
+        self.context_window: int | None = None
         self.requests: list[RecordedRequest] = []
         self.received: asyncio.Queue[RecordedRequest] = asyncio.Queue()
         self._shutdown_timeout = shutdown_timeout
@@ -374,6 +405,9 @@ class FakeOpenAI:
         request_id = self._next_request_id()
         if body is None:
             return _error_response(Status(400, message="We could not parse the JSON body of your request."), request_id)
+        refusal = _tool_rule_error(record.messages) or _parameter_error(body) or self._length_error(record.messages)
+        if refusal is not None:
+            return _error_response(refusal, request_id)
         # Consume the script before any await so request order decides which
         # request gets which behaviour.
         behaviour = self._scripts.popleft() if self._scripts else None
@@ -382,11 +416,64 @@ class FakeOpenAI:
             outcome = Reply(self._reply_fn(record.messages))
         if isinstance(outcome, Status):
             return _error_response(outcome, request_id)
+        if isinstance(outcome, ToolCalls):
+            ids = [f"call_fake{next(self._ids)}" for _ in outcome.calls]
+            if body.get("stream") is True:
+                return await self._stream_chunks(request, self._tool_chunks(body, outcome, ids), request_id)
+            return web.json_response(self._tool_completion(body, outcome, ids), headers=_id_header(request_id))
         if body.get("stream") is True:
             return await self._stream(request, body, outcome, request_id)
         if isinstance(outcome, Garbage):
             return _garbage_response(outcome, request_id)
         return web.json_response(self._completion(body, outcome), headers=_id_header(request_id))
+
+    def _length_error(self, messages: list[JSONObject]) -> Status | None:
+        if self.context_window is None:
+            return None
+        used = _word_count(messages)
+        if used <= self.context_window:
+            return None
+        message = (
+            f"This model's maximum context length is {self.context_window} tokens. However, your messages "
+            f"resulted in {used} tokens. Please reduce the length of the messages."
+        )
+        return Status(400, message=message, code="context_length_exceeded")
+
+    async def _stream_chunks(
+        self, request: web.Request, chunks: Iterator[JSONObject], request_id: str
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **_id_header(request_id)}
+        )
+        await response.prepare(request)
+        for chunk in chunks:
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    def _tool_chunks(self, body: JSONObject, outcome: ToolCalls, ids: list[str]) -> Iterator[JSONObject]:
+        envelope = self._envelope(body, "chat.completion.chunk")
+        yield {**envelope, "choices": [_delta({"role": "assistant", "content": None})]}
+        for piece in _split(outcome.text, self.chunk_size):
+            yield {**envelope, "choices": [_delta({"content": piece})]}
+        for index, ((name, arguments), call_id) in enumerate(zip(outcome.calls, ids, strict=True)):
+            first = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+            yield {**envelope, "choices": [_delta({"tool_calls": [first]})]}
+            size = self.chunk_size or 8
+            for start in range(0, len(arguments), size):
+                piece = {"index": index, "function": {"arguments": arguments[start : start + size]}}
+                yield {**envelope, "choices": [_delta({"tool_calls": [piece]})]}
+        yield {**envelope, "choices": [_delta({}, "tool_calls")]}
+
+    def _tool_completion(self, body: JSONObject, outcome: ToolCalls, ids: list[str]) -> JSONObject:
+        calls = [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+            for (name, arguments), call_id in zip(outcome.calls, ids, strict=True)
+        ]
+        message = {"role": "assistant", "content": outcome.text or None, "refusal": None, "tool_calls": calls}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+        return {**self._envelope(body, "chat.completion"), "choices": [choice], "usage": _usage(body, outcome.text)}
 
     async def _settle(self, behaviour: Behaviour | None, seq: int) -> Outcome | None:
         """Run the waiting part of a behaviour and return what to answer."""
@@ -493,6 +580,66 @@ def _message_text(message: Mapping[str, Any]) -> str:
         texts = (part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
         return "".join(texts)
     return ""
+
+
+def _tool_rule_error(messages: list[JSONObject]) -> Status | None:
+    """The 400 OpenAI answers for messages that break its tool-message rules, or None."""
+    waiting: list[str] = []  # call IDs of the last assistant message not answered yet
+    answerable: set[str] = set()
+    for message in messages:
+        role = message.get("role")
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if not isinstance(call_id, str):
+                return Status(400, message="Missing required parameter: 'messages[].tool_call_id'.")
+            if call_id not in answerable:
+                return Status(
+                    400,
+                    message="Invalid parameter: messages with role 'tool' must be a response to a preceeding "
+                    "message with 'tool_calls'.",
+                )
+            answerable.discard(call_id)
+            if call_id in waiting:
+                waiting.remove(call_id)
+            continue
+        if waiting:
+            return _unanswered(waiting)
+        calls = message.get("tool_calls") if role == "assistant" else None
+        ids = [c.get("id") for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []
+        waiting = [i for i in ids if isinstance(i, str)]
+        answerable = set(waiting)
+    return _unanswered(waiting) if waiting else None
+
+
+def _unanswered(ids: list[str]) -> Status:
+    return Status(
+        400,
+        message="An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+        f"'tool_call_id'. The following tool_call_ids did not have response messages: {', '.join(ids)}",
+    )
+
+
+def _parameter_error(body: JSONObject) -> Status | None:
+    model = body.get("model")
+    if isinstance(model, str) and re.match(r"^(o\d|gpt-5)", model) and "max_tokens" in body:
+        return Status(
+            400,
+            message="Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            code="unsupported_parameter",
+        )
+    return None
+
+
+def _word_count(messages: list[JSONObject]) -> int:
+    words = 0
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        words += len(_message_text(message).split())
+        for call in message.get("tool_calls") or []:
+            words += len(str((call.get("function") or {}).get("arguments", "")).split())
+    return words
 
 
 def _parse_object(raw: bytes) -> JSONObject | None:

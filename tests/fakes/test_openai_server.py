@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from openai.types.chat import ChatCompletionMessageParam
 
-from tests.fakes.openai_server import Delay, FakeOpenAI, Garbage, Hang, RecordedRequest, Reply, Status
+from tests.fakes.openai_server import Delay, FakeOpenAI, Garbage, Hang, RecordedRequest, Reply, Status, ToolCalls
 
 pytestmark = pytest.mark.asyncio
 
@@ -284,3 +284,76 @@ async def test_wrong_api_key_is_rejected() -> None:
 async def test_unknown_route_is_openai_style_404(fake: FakeOpenAI, client: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.NotFoundError, match="Invalid URL"):
         await client.embeddings.create(model="m", input="x")
+
+
+CALLED: list[Any] = [
+    {"role": "user", "content": "hi"},
+    {"role": "assistant", "content": None,
+     "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+                    {"id": "c2", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+]  # fmt: skip
+
+
+async def test_tool_calls_come_back_whole_without_streaming(fake: FakeOpenAI, client: openai.AsyncOpenAI) -> None:
+    fake.script(ToolCalls(("lookup", {"id": 7}), ("add", '{"a": 1}')))
+    completion = await client.chat.completions.create(model="gpt-test", messages=USER)
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    calls = choice.message.tool_calls or []
+    assert [(c.function.name, c.function.arguments) for c in calls] == [("lookup", '{"id": 7}'), ("add", '{"a": 1}')]  # type: ignore[union-attr]
+
+
+async def test_streamed_tool_calls_arrive_in_pieces_by_index(fake: FakeOpenAI, client: openai.AsyncOpenAI) -> None:
+    fake.script(ToolCalls(("lookup", {"query": "a long query string"}), text="hm"))
+    stream = await client.chat.completions.create(model="gpt-test", messages=USER, stream=True)
+    pieces: dict[int, list[str]] = {}
+    firsts: list[Any] = []
+    finish = None
+    async for chunk in stream:
+        for call in chunk.choices[0].delta.tool_calls or []:
+            if call.id:
+                firsts.append((call.index, call.id, call.function.name))  # type: ignore[union-attr]
+            pieces.setdefault(call.index, []).append(call.function.arguments or "")  # type: ignore[union-attr]
+        finish = chunk.choices[0].finish_reason or finish
+    assert [(index, name) for index, _, name in firsts] == [(0, "lookup")] and finish == "tool_calls"
+    assert len(pieces[0]) > 2 and json.loads("".join(pieces[0])) == {"query": "a long query string"}
+
+
+@pytest.mark.parametrize(
+    "messages,error",
+    [
+        ([{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "c9", "content": "x"}],
+         "must be a response to a preceeding message with 'tool_calls'"),
+        ([*CALLED, {"role": "tool", "tool_call_id": "c1", "content": "x"}, {"role": "user", "content": "next"}],
+         "did not have response messages: c2"),
+        (CALLED, "did not have response messages: c1, c2"),
+        ([*CALLED[:1], {"role": "tool", "content": "x"}], "tool_call_id"),
+    ],
+)  # fmt: skip
+async def test_broken_tool_exchanges_are_refused_as_openai_does(
+    fake: FakeOpenAI, client: openai.AsyncOpenAI, messages: list[Any], error: str
+) -> None:
+    fake.script(Reply("not consumed"))
+    with pytest.raises(openai.BadRequestError, match=error):
+        await client.chat.completions.create(model="gpt-test", messages=messages)
+    assert fake.pending_scripts == 1
+
+
+async def test_a_whole_exchange_is_accepted(fake: FakeOpenAI, client: openai.AsyncOpenAI) -> None:
+    answered = [*CALLED, *({"role": "tool", "tool_call_id": i, "content": "r"} for i in ("c2", "c1"))]
+    completion = await client.chat.completions.create(model="gpt-test", messages=answered)
+    assert completion.choices[0].message.content == "echo: hi"
+
+
+async def test_reasoning_models_refuse_max_tokens(fake: FakeOpenAI, client: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="max_completion_tokens"):
+        await client.chat.completions.create(model="o3-mini", messages=USER, max_tokens=10)
+    await client.chat.completions.create(model="o3-mini", messages=USER, max_completion_tokens=10)
+
+
+async def test_the_context_window_refuses_long_requests(fake: FakeOpenAI, client: openai.AsyncOpenAI) -> None:
+    fake.context_window = 3
+    await client.chat.completions.create(model="gpt-test", messages=USER)  # two words
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "a b c d"}])
+    assert caught.value.code == "context_length_exceeded"

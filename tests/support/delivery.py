@@ -12,6 +12,7 @@ from core.delivery import Delivery
 from core.gateway import Gateway
 from core.settings import Settings
 from core.store import open_backend
+from core.tools import Toolbox
 from core.turns import IncomingMessage
 
 __all__ = ["RecordingWriter", "Replies", "Runtime", "start_runtime", "stop_runtime"]
@@ -102,11 +103,16 @@ class Runtime:
 
 
 async def start_runtime(
-    settings: Settings, model: AgentFactory, *, platform: str = "test", progress_interval_seconds: float = 0.01
+    settings: Settings,
+    model: AgentFactory,
+    *,
+    platform: str = "test",
+    progress_interval_seconds: float = 0.01,
+    tools: Toolbox | None = None,
 ) -> Runtime:
     """A gateway, its inbox and a running delivery runner serving `platform` into a `Replies`."""
     backend = open_backend(settings)
-    gateway = Gateway(settings, backend, model)
+    gateway = Gateway(settings, backend, model, tools=tools)
     inbox = backend.inbox(lease_seconds=settings.lock_timeout_seconds, keep_seconds=settings.dedupe_ttl_seconds)
     delivery = Delivery(gateway, inbox, max_turns=settings.max_concurrent_turns,
                         progress_interval_seconds=progress_interval_seconds)  # fmt: skip

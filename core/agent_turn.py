@@ -1,0 +1,160 @@
+"""One answer of the agent: model -> tools -> model ..., until the model answers in text.
+
+At most `max_tool_steps` rounds of tool calls; the call after the last round offers the tools with
+`tool_choice="none"`, so the model has to answer with what it has. Every model call has its own
+deadline (MODEL_TIMEOUT_SECONDS); the whole answer is bounded by the caller (TURN_TIMEOUT_SECONDS).
+
+The turn's new messages are the prompt, then per round the assistant's tool calls and one tool message
+per call, then the answer: the shape OpenAI accepts, stored as one batch so history never holds a
+call without its results. When the model refuses a request for its length, the oldest history is
+dropped to a quarter of the context budget (all of it if that is no smaller) and the call is tried
+once more; the answer then says so, and `kept` tells the caller which history is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from core.context import estimate_tokens, fit_history, tools_tokens, well_formed
+from core.errors import ContextTooLongError, ModelTimeoutError
+from core.messages import ChatMessage
+from core.model import ModelReply, ToolCallingModel, ToolChoice
+from core.tools.base import Approver, ToolSpec
+
+if TYPE_CHECKING:
+    from core.agent import Agent
+
+__all__ = ["DROPPED_NOTE", "STOPPED_NOTE", "AgentTurn", "TurnResult"]
+
+log = logging.getLogger(__name__)
+
+DROPPED_NOTE = "_(Older messages of our conversation were dropped: they no longer fit the model's context.)_"
+STOPPED_NOTE = "I stopped after {steps} rounds of tool calls without reaching an answer. Please try a narrower request."
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    """`text` is what to post; `messages` what to store; `kept`, when set, the history left after a cut."""
+
+    text: str
+    messages: list[ChatMessage]
+    model_seconds: float
+    kept: list[ChatMessage] | None
+
+
+class AgentTurn:
+    """The state of one answer: the history it sends, the messages it adds, the model time it used."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        history: Sequence[ChatMessage],
+        prompt: ChatMessage,
+        *,
+        on_text: Callable[[str], Awaitable[None]] | None,
+        approve: Approver | None,
+    ) -> None:
+        self._agent = agent
+        self._specs: dict[str, ToolSpec] = agent.tools.specs() if agent.tools is not None else {}
+        self._tool_defs = [spec.to_openai() for spec in self._specs.values()]
+        self._system = [ChatMessage(role="system", text=agent.instructions)] if agent.instructions else []
+        self._budget = self._history_budget(prompt)
+        self._history = self._fit(history)
+        self._new = [prompt]
+        self._on_text = on_text
+        self._approve = approve
+        self._dropped = False
+        self._model_seconds = 0.0
+
+    async def run(self) -> TurnResult:
+        steps = self._agent.max_tool_steps
+        for step in range(steps + 1):
+            last = step == steps
+            reply = await self._call("none" if last and self._tool_defs else None)
+            if not reply.tool_calls or not self._specs or last:
+                text = reply.text or (STOPPED_NOTE.format(steps=steps) if reply.tool_calls else "")
+                break
+            name = self._agent.name
+            call = ChatMessage(role="assistant", text=reply.text, tool_calls=reply.tool_calls, author_id=name)
+            await self._show_tools(reply)
+            assert self._agent.tools is not None
+            results = await self._agent.tools.run(reply.tool_calls, self._specs, approve=self._approve)
+            self._new += [call, *results]
+        answer = ChatMessage(role="assistant", text=text, author_id=self._agent.name)
+        shown = f"{text}\n\n{DROPPED_NOTE}" if self._dropped else text
+        kept = self._history if self._dropped else None
+        return TurnResult(shown, [*self._new, answer], self._model_seconds, kept)
+
+    async def _call(self, tool_choice: ToolChoice | None) -> ModelReply:
+        try:
+            return await self._timed_call(tool_choice)
+        except ContextTooLongError as exc:
+            if self._dropped or not self._history:
+                raise
+            before = len(self._history)
+            kept = fit_history(self._history, self._budget // 4) if self._budget is not None else []
+            self._history = kept if len(kept) < before else []
+            self._dropped = True
+            log.warning("the model refused the request for its length (%s); dropped %d of %d history messages "
+                        "and trying once more", exc, before - len(self._history), before)  # fmt: skip
+            return await self._timed_call(tool_choice)
+
+    async def _timed_call(self, tool_choice: ToolChoice | None) -> ModelReply:
+        messages = [*self._system, *self._history, *self._new]
+        seconds = self._agent.model_timeout_seconds
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(seconds):
+                return await self._model_call(messages, tool_choice)
+        except TimeoutError:
+            raise ModelTimeoutError(f"no answer within MODEL_TIMEOUT_SECONDS={seconds}") from None
+        finally:
+            self._model_seconds += time.perf_counter() - started
+
+    async def _model_call(self, messages: list[ChatMessage], tool_choice: ToolChoice | None) -> ModelReply:
+        model = self._agent.model
+        on_delta = self._streamer() if self._on_text is not None else None
+        if isinstance(model, ToolCallingModel):
+            return await model.reply(messages, tools=self._tool_defs, tool_choice=tool_choice, on_delta=on_delta)
+        if on_delta is None:  # a text-only model (the notebook's, a benchmark's): no tools offered
+            return ModelReply(await model.complete(messages))
+        parts: list[str] = []
+        async for delta in model.stream(messages):
+            parts.append(delta)
+            await on_delta(delta)
+        return ModelReply("".join(parts))
+
+    def _streamer(self) -> Callable[[str], Awaitable[None]]:
+        text = ""
+
+        async def on_delta(delta: str) -> None:
+            nonlocal text
+            text += delta
+            assert self._on_text is not None
+            await self._on_text(text)
+
+        return on_delta
+
+    async def _show_tools(self, reply: ModelReply) -> None:
+        if self._on_text is None:
+            return
+        titles = [self._specs[c.name].title if c.name in self._specs else c.name for c in reply.tool_calls]
+        status = f"_{', '.join(dict.fromkeys(titles))}…_"
+        await self._on_text(f"{reply.text}\n\n{status}" if reply.text else status)
+
+    def _history_budget(self, prompt: ChatMessage) -> int | None:
+        cap = self._agent.max_context_tokens
+        if cap is None:
+            return None
+        fixed = estimate_tokens(prompt) + sum(estimate_tokens(m) for m in self._system) + tools_tokens(self._tool_defs)
+        return cap - fixed - 4
+
+    def _fit(self, history: Sequence[ChatMessage]) -> list[ChatMessage]:
+        if self._budget is None:
+            return well_formed(history)
+        return fit_history(history, self._budget)
