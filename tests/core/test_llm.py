@@ -78,6 +78,14 @@ async def test_garbage_in_a_stream_is_a_model_error(fake_openai: FakeOpenAI) -> 
         _ = [d async for d in model.stream(HELLO)]
 
 
+async def test_a_stream_without_any_text_is_a_model_error(fake_openai: FakeOpenAI) -> None:
+    """A server that ends the stream before any text (one that died, say) gave no answer, not an empty one."""
+    fake_openai.script(Reply(""))
+    model = OpenAIChatModel("m1", async_client=openai_client(fake_openai))
+    with pytest.raises(ModelError, match="no text"):
+        _ = [d async for d in model.stream(HELLO)]
+
+
 async def test_a_bad_key_is_a_rejection() -> None:
     async with FakeOpenAI(api_key="sk-right") as fake:
         model = OpenAIChatModel("m1", async_client=openai_client(fake))
