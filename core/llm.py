@@ -116,9 +116,10 @@ class OpenAIChatModel(AgentFactory):
         """The reply as text deltas, as the server sends them.
 
         Raises:
-            ModelError: as `complete`, also when the stream breaks off midway.
+            ModelError: as `complete`, also when the stream breaks off midway or ends without any text.
         """
         client = self.client
+        answered = False
         try:
             chunks = await client.chat.completions.create(
                 model=self.model_id, messages=_params(messages), stream=True, **self._limits()
@@ -126,9 +127,12 @@ class OpenAIChatModel(AgentFactory):
             async for chunk in chunks:
                 delta = chunk.choices[0].delta.content if chunk.choices else None
                 if delta:
+                    answered = True
                     yield delta
         except (openai.OpenAIError, ValueError) as exc:  # the SDK lets a garbled JSON body out as ValueError
             raise translate_openai_error(exc, self._where()) from exc
+        if not answered:  # e.g. a server that died before its first token closes the stream cleanly
+            raise ModelError(f"stream from {self._where()} ended with no text")
 
     async def reply(
         self,
@@ -153,7 +157,10 @@ class OpenAIChatModel(AgentFactory):
                     model=self.model_id, messages=_params(messages), tools=offered, tool_choice=choice, stream=True,
                     **self._limits(),
                 )  # fmt: skip
-                return await _assemble(chunks, on_delta)
+                streamed = await _assemble(chunks, on_delta)
+                if not streamed.text and not streamed.tool_calls:  # a server that died early may end cleanly
+                    raise ModelError(f"stream from {self._where()} ended with no text")
+                return streamed
             completion = await client.chat.completions.create(
                 model=self.model_id, messages=_params(messages), tools=offered, tool_choice=choice, **self._limits()
             )

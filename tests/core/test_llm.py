@@ -76,6 +76,21 @@ async def test_garbage_in_a_stream_is_a_model_error(fake_openai: FakeOpenAI) -> 
     model = OpenAIChatModel("m1", async_client=openai_client(fake_openai))
     with pytest.raises(ModelError):
         _ = [d async for d in model.stream(HELLO)]
+    fake_openai.script(Reply(""))
+
+    async def shown(_: str) -> None:
+        return None
+
+    with pytest.raises(ModelError, match="no text"):  # the path every turn takes: reply(), streamed
+        await model.reply(HELLO, on_delta=shown)
+
+
+async def test_a_stream_without_any_text_is_a_model_error(fake_openai: FakeOpenAI) -> None:
+    """A server that ends the stream before any text (one that died, say) gave no answer, not an empty one."""
+    fake_openai.script(Reply(""))
+    model = OpenAIChatModel("m1", async_client=openai_client(fake_openai))
+    with pytest.raises(ModelError, match="no text"):
+        _ = [d async for d in model.stream(HELLO)]
 
 
 async def test_a_bad_key_is_a_rejection() -> None:
