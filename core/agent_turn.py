@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from core.context import estimate_tokens, fit_history, tools_tokens, well_formed
+from core.context import estimate_tokens, fit_history, history_budget_after_refusal, tools_tokens, well_formed
 from core.errors import ContextTooLongError, ModelTimeoutError
 from core.messages import ChatMessage
 from core.model import ModelReply, ToolCallingModel, ToolChoice
@@ -97,7 +97,11 @@ class AgentTurn:
             if self._dropped or not self._history:
                 raise
             before = len(self._history)
-            kept = fit_history(self._history, self._budget // 4) if self._budget is not None else []
+            sent = [*self._system, *self._history, *self._new]
+            budget = history_budget_after_refusal(str(exc), sent, self._history)
+            if self._budget is not None:
+                budget = min(budget, self._budget // 4)
+            kept = fit_history(self._history, budget)
             self._history = kept if len(kept) < before else []
             self._dropped = True
             log.warning("the model refused the request for its length (%s); dropped %d of %d history messages "

@@ -117,3 +117,23 @@ def well_formed(history: Sequence[ChatMessage]) -> list[ChatMessage]:
         elif message.text:
             out.append(message.model_copy(update={"tool_calls": ()}))
     return out
+
+
+# OpenAI's wording, which llama.cpp's and vLLM's servers copy: "maximum context length is 2048 tokens.
+# However, you requested 5989 tokens (...)" / "... your messages resulted in 9000 tokens".
+_REFUSED_SIZE = re.compile(r"maximum context length is (\d+) tokens.*?(?:requested|resulted in) (\d+) tokens", re.S)
+
+
+def history_budget_after_refusal(refusal: str, sent: Sequence[ChatMessage], history: Sequence[ChatMessage]) -> int:
+    """The history estimate to keep after the model refused `sent` (which ends with `history`'s part) for length.
+
+    Where the refusal names the window and the size asked for, the estimate is scaled by their ratio (with a
+    margin, since the estimate is only a guess); otherwise a quarter of the history is kept.
+    """
+    history_tokens = sum(estimate_tokens(m) for m in history)
+    found = _REFUSED_SIZE.search(refusal)
+    if found is None or int(found.group(2)) <= 0:
+        return history_tokens // 4
+    ratio = int(found.group(1)) / int(found.group(2))
+    fixed = sum(estimate_tokens(m) for m in sent) - history_tokens
+    return max(0, int((history_tokens + fixed) * ratio * 0.75) - fixed)

@@ -7,6 +7,7 @@ honouring `retry-after`; we add none of our own.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
@@ -27,6 +28,7 @@ __all__ = ["ModelBusyError", "OfflineChatModel", "OpenAIChatClient", "OpenAIChat
 
 DEFAULT_MODEL = "gpt-4o-mini"
 # How servers word "your request is longer than my context window" (OpenAI, vLLM, llama.cpp, LM Studio).
+log = logging.getLogger(__name__)
 _TOO_LONG = re.compile(r"context.(length|size|window)|too many tokens|prompt is too long|reduce the length", re.I)
 
 
@@ -158,15 +160,23 @@ class OpenAIChatModel(AgentFactory):
                     **self._limits(),
                 )  # fmt: skip
                 streamed = await _assemble(chunks, on_delta)
-                if not streamed.text and not streamed.tool_calls:  # a server that died early may end cleanly
-                    raise ModelError(f"stream from {self._where()} ended with no text")
-                return streamed
+                if streamed.text or streamed.tool_calls:
+                    return streamed
+                # Nothing at all: some servers (llama.cpp's) end a stream they refused without a word, or
+                # died before the first token. Asked once more without streaming, they say which it was.
+                log.warning("stream from %s ended with no text; asking again without streaming", self._where())
             completion = await client.chat.completions.create(
                 model=self.model_id, messages=_params(messages), tools=offered, tool_choice=choice, **self._limits()
             )
         except (openai.OpenAIError, ValueError) as exc:  # the SDK lets a garbled JSON body out as ValueError
             raise translate_openai_error(exc, self._where()) from exc
-        return self._reply_of(completion)
+        answer = self._reply_of(completion)
+        if on_delta is not None:
+            if not answer.text and not answer.tool_calls:
+                raise ModelError(f"stream from {self._where()} ended with no text")
+            if answer.text:
+                await on_delta(answer.text)
+        return answer
 
     def _limits(self) -> dict[str, Any]:
         if not self.max_reply_tokens:

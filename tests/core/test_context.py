@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.context import context_window, default_context_tokens, fit_history, reply_tokens_parameter, well_formed
+from core.context import (
+    context_window,
+    default_context_tokens,
+    fit_history,
+    history_budget_after_refusal,
+    reply_tokens_parameter,
+    well_formed,
+)
 from core.messages import ChatMessage, ToolCall
 from tests.conftest import make_settings
 
@@ -81,3 +88,12 @@ def test_any_cut_of_any_history_is_well_formed(shape: list[str], cut: int) -> No
             answered |= following
         if message.role == "tool":
             assert message.tool_call_id in answered
+
+
+def test_the_history_kept_after_a_refusal_follows_the_sizes_the_refusal_names() -> None:
+    history = [ChatMessage(role="user", text="x" * 4000) for _ in range(10)]  # about 10,000 tokens by estimate
+    sent = [ChatMessage(role="system", text="be brief"), *history, ChatMessage(role="user", text="and now?")]
+    refusal = "This model's maximum context length is 2048 tokens. However, you requested 8192 tokens (...)"
+    kept = history_budget_after_refusal(refusal, sent, history)
+    assert 0 < kept <= 10_050 * 2048 // 8192 * 0.75  # a quarter of the asked size, with a margin
+    assert history_budget_after_refusal("prompt is too long", sent, history) == sum(1004 for _ in history) // 4

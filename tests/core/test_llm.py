@@ -76,13 +76,24 @@ async def test_garbage_in_a_stream_is_a_model_error(fake_openai: FakeOpenAI) -> 
     model = OpenAIChatModel("m1", async_client=openai_client(fake_openai))
     with pytest.raises(ModelError):
         _ = [d async for d in model.stream(HELLO)]
-    fake_openai.script(Reply(""))
 
-    async def shown(_: str) -> None:
-        return None
 
-    with pytest.raises(ModelError, match="no text"):  # the path every turn takes: reply(), streamed
-        await model.reply(HELLO, on_delta=shown)
+async def test_an_empty_stream_is_asked_again_unstreamed_which_tells_what_it_was(fake_openai: FakeOpenAI) -> None:
+    model = OpenAIChatModel("m1", async_client=openai_client(fake_openai))
+    shown: list[str] = []
+
+    async def show(delta: str) -> None:
+        shown.append(delta)
+
+    fake_openai.script(Reply(""), Reply("late but whole"))  # a stream of nothing, then the plain answer
+    assert (await model.reply(HELLO, on_delta=show)).text == "late but whole" and shown == ["late but whole"]
+    fake_openai.script(Reply(""), Status(400, "maximum context length is 2048 tokens", code="context_length_exceeded"))
+    with pytest.raises(ContextTooLongError):  # llama.cpp's way: an empty stream, the reason only unstreamed
+        await model.reply(HELLO, on_delta=show)
+    fake_openai.script(Reply(""), Reply(""))
+    with pytest.raises(ModelError, match="no text"):
+        await model.reply(HELLO, on_delta=show)
+    assert [bool((r.body or {}).get("stream")) for r in fake_openai.requests[-6:]] == [True, False] * 3
 
 
 async def test_a_stream_without_any_text_is_a_model_error(fake_openai: FakeOpenAI) -> None:

@@ -94,12 +94,14 @@ class _Tapped(httpx.AsyncByteStream):
         await self._inner.aclose()
 
 
-def real_model(server: LlamaServer, tap: WireTap | None = None, *, timeout: float = 90.0) -> OpenAIChatModel:
-    """Our model port on the real SDK, aimed at `server` through `tap`; no retries, no proxy."""
+def real_model(
+    server: LlamaServer, tap: WireTap | None = None, *, timeout: float = 90.0, max_retries: int = 0
+) -> OpenAIChatModel:
+    """Our model port on the real SDK, aimed at `server` through `tap`; no retries unless asked, no proxy."""
     client = AsyncOpenAI(
         api_key="local",
         base_url=server.base_url,
-        max_retries=0,
+        max_retries=max_retries,
         timeout=timeout,
         http_client=DefaultAsyncHttpxClient(transport=tap or WireTap()),
     )
