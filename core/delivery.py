@@ -153,6 +153,12 @@ class Delivery:
             if intake.outcome == "duplicate":
                 self._metrics.duplicates.labels(namespace).inc()
                 self._report(TurnOutcome(incoming.event_id, "duplicate"))
+                if intake.state != "delivered" and key not in self._running:
+                    # Maybe its own earlier attempt, given up on here (a stall) but run by the store later:
+                    # then its lease is ours and no turn holds it. Look now, not once that lease runs out.
+                    with contextlib.suppress(StoreError):
+                        await self._inbox.schedule(namespace, thread_id, time.time())
+                    self._wake.set()
             elif not take:
                 self._wake.set()
             return "queued" if intake.outcome == "taken" else intake.outcome

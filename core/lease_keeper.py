@@ -38,6 +38,9 @@ class LeaseKeeper:
         self.deadline = time.monotonic() + self._seconds
         self.lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Checked as well as cancelling: on Python 3.11, asyncio.wait_for (redis-py sends with it) swallows a
+        # cancellation that lands as the send completes, and a keeper that missed it would renew for ever.
+        self._stopping = False
 
     @property
     def expired(self) -> bool:
@@ -51,6 +54,7 @@ class LeaseKeeper:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._task is not None:
+            self._stopping = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -76,14 +80,14 @@ class LeaseKeeper:
         return task.result()
 
     async def _keep(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self._seconds / 3)  # the renewal period, not synchronisation
-            if not await self._renew():
+            if not self._stopping and not await self._renew():
                 self.lost.set()
                 return
 
     async def _renew(self) -> bool:
-        while True:
+        while not self._stopping:
             left = self.deadline - time.monotonic()
             if left <= 0:
                 log.warning("lease expired unrenewed", extra={"message_key": self.lease.message_key})
@@ -102,3 +106,4 @@ class LeaseKeeper:
             with contextlib.suppress(StoreError):  # the index is for recovery; a miss is mended by the next renewal
                 await self._inbox.schedule(self.lease.namespace, self.lease.thread_id, time.time() + self._seconds)
             return True
+        return True  # the turn is over: nothing to keep
