@@ -103,6 +103,9 @@ class Delivery:
         self._sweep_seconds = sweep_seconds or min(5.0, inbox.lease_seconds / 3)
         self._writers: dict[str, WriterFactory] = {}
         self._running: dict[_Key, asyncio.Task[None]] = {}
+        # Queued here for want of a slot, oldest first: a slot that frees goes to them, not to a newcomer.
+        self._waiting: dict[_Key, None] = {}
+        self._behind: set[_Key] = set()  # queued behind this process's own turn there: waiting once it ends
         self._accepting = True
         self._wake = asyncio.Event()
         self._on_outcome = on_outcome
@@ -130,7 +133,7 @@ class Delivery:
             return "ignored"
         namespace, thread_id = incoming.platform, self._gateway.thread_id(incoming)
         key = (namespace, thread_id)
-        take = self._accepting and self._free > 0 and key not in self._running
+        take = self._accepting and self._free > 0 and key not in self._running and not self._waiting
         if take:
             self._free -= 1  # before any await: two arrivals can never both take the last slot
         settings = self._gateway.settings
@@ -160,6 +163,12 @@ class Delivery:
                         await self._inbox.schedule(namespace, thread_id, time.time())
                     self._wake.set()
             elif not take:
+                if self._accepting:
+                    if key in self._running:
+                        self._behind.add(key)
+                    else:
+                        self._waiting[key] = None
+                    self._hand_over()
                 self._wake.set()
             return "queued" if intake.outcome == "taken" else intake.outcome
         self._start(key, intake.claim)
@@ -172,21 +181,28 @@ class Delivery:
                 async with asyncio.timeout(self._sweep_seconds):
                     await self._wake.wait()
             self._wake.clear()
+            self._hand_over()
             for namespace in list(self._writers):
                 try:
-                    await self._sweep(namespace)
+                    if await self._sweep(namespace):
+                        self._wake.set()  # a full batch, and it moved on: more may be due, look again at once
                 except GatewayError as exc:
                     log.warning("inbox sweep failed: %s", exc, extra={"platform": namespace})
 
-    async def _sweep(self, namespace: str) -> None:
+    async def _sweep(self, namespace: str) -> bool:
+        """Take, reschedule or drop the conversations due in the index; True when more may be due."""
         if self._free <= 0 or not self._accepting:
-            return
-        for thread_id, score in await self._inbox.due(namespace, limit=max(self._free * 2, 16)):
+            return False
+        limit = max(self._free * 2, 16)
+        rows = await self._inbox.due(namespace, limit=limit)
+        moved = 0
+        for thread_id, score in rows:
             key = (namespace, thread_id)
             if key in self._running:
                 continue
             if self._free <= 0 or not self._accepting:
-                return
+                return False
+            moved += 1
             self._free -= 1
             try:
                 found = await self._inbox.resume(namespace, thread_id)
@@ -202,6 +218,30 @@ class Delivery:
                 await self._inbox.schedule(namespace, thread_id, time.time() + found)
             elif found is None:
                 await self._inbox.unschedule(namespace, thread_id, score)
+        return len(rows) >= limit and moved > 0
+
+    def _hand_over(self) -> None:
+        """Give the free slots to the conversations queued here, oldest first."""
+        while self._waiting and self._free > 0 and self._accepting:
+            key = next(iter(self._waiting))
+            del self._waiting[key]
+            if key in self._running:
+                self._behind.add(key)
+                continue
+            self._free -= 1
+            self._running[key] = asyncio.create_task(self._drive(key, None), name=f"turn-{key[1]}")
+
+    async def _take(self, key: _Key) -> Claim | None:
+        """The waiting message of a conversation queued here, unless someone holds (or answered) it."""
+        namespace, thread_id = key
+        try:
+            found = await self._inbox.resume(namespace, thread_id)
+            if isinstance(found, float):
+                await self._inbox.schedule(namespace, thread_id, time.time() + found)
+        except GatewayError as exc:  # it stays in the index: the sweep takes it later
+            log.warning("queued message not taken: %s", exc, extra={"platform": namespace, "thread_id": thread_id})
+            return None
+        return found if isinstance(found, Claim) else None
 
     async def drain(self, grace_seconds: float) -> None:
         """Stop taking messages, let turns finish for `grace_seconds`, then hand the rest to the next process."""
@@ -221,10 +261,13 @@ class Delivery:
     def _start(self, key: _Key, claim: Claim) -> None:
         self._running[key] = asyncio.create_task(self._drive(key, claim), name=f"turn-{key[1]}")
 
-    async def _drive(self, key: _Key, claim: Claim) -> None:
-        """The conversation's turns, one message after the other, while this process holds its lease."""
-        current: Claim | None = claim
+    async def _drive(self, key: _Key, claim: Claim | None) -> None:
+        """The conversation's turns, one message after the other, while this process holds its lease.
+        Without `claim`, the conversation was queued here: its message is taken first."""
+        current = claim
         try:
+            if current is None:
+                current = await self._take(key)
             while current is not None:
                 lease = current.lease
                 try:
@@ -243,7 +286,11 @@ class Delivery:
                     current = None
         finally:
             del self._running[key]
+            if key in self._behind:  # a message came while this ended: it may have missed the hand-over
+                self._behind.discard(key)
+                self._waiting[key] = None
             self._free += 1
+            self._hand_over()
             self._wake.set()
 
     async def _release(self, lease: Lease) -> None:

@@ -63,16 +63,20 @@ class WorkingIndicator:
             status = self._client.assistant_threads_setStatus
             if await self._call(status(channel_id=channel, thread_ts=thread_ts, status=self._status)):
                 return lambda: self._call(status(channel_id=channel, thread_ts=thread_ts, status=""))
-        # already_reacted: another process shows it for the same message, and will take it away.
+        # already_reacted: an earlier owner of the message put it there, a process that died and will never take
+        # it away. This process answers the message now, so it takes it away when done.
         reactions = (self._client.reactions_add, self._client.reactions_remove)
-        if await self._call(reactions[0](channel=channel, timestamp=message.ts, name=self._reaction)):
+        added = reactions[0](channel=channel, timestamp=message.ts, name=self._reaction)
+        if await self._call(added, taken_over="already_reacted"):
             return lambda: self._call(reactions[1](channel=channel, timestamp=message.ts, name=self._reaction))
         return None
 
-    async def _call(self, request: Awaitable[Any]) -> bool:
+    async def _call(self, request: Awaitable[Any], *, taken_over: str | None = None) -> bool:
         try:
             await request
         except SlackApiError as exc:
+            if error_code(exc) == taken_over:
+                return True
             log.info(
                 "slack indicator refused: %s",
                 error_code(exc),

@@ -1,23 +1,26 @@
-"""Redis Cluster and Sentinel under a live conversation: the gateway keeps going through a failover.
+"""Redis Cluster and Sentinel under a live conversation: the delivery runtime keeps going through a failover.
 
 What must never happen: an acknowledged (answered) turn lost, a turn stored twice, an unclear error,
-a crash. While the switch is under way a user may be told the memory is unreachable, and retries.
+a crash. While the switch is under way a message may not be stored (the platform sends it again, as
+Slack and Discord do with an event they got no acknowledgement for), or a user may be told the memory
+is unreachable, and retries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from itertools import count
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
 from redis.crc import key_slot
 
-from core.errors import ConfigError
-from core.gateway import Gateway
+from core.errors import ConfigError, StoreError
 from core.llm import OpenAIChatModel
 from core.messages import ChatMessage
 from core.store import RedisConnection, open_backend
@@ -25,26 +28,46 @@ from core.store.keys import message_key
 from core.turns import IncomingMessage
 from tests.conftest import make_settings, openai_client
 from tests.fakes.openai_server import FakeOpenAI
+from tests.support.delivery import Runtime, start_runtime, stop_runtime
 from tests.support.redis_cluster import LocalCluster, LocalSentinels, wait_until_sync
 
 THREAD = "user_U1_session_C1"
+LEASE_SECONDS = 5
 _events = count()
 
 
-async def say(gateway: Gateway, text: str, *, deadline_seconds: float = 30) -> str:
+async def deliver(rt: Runtime, incoming: IncomingMessage, deadline: float) -> None:
+    """Hand `incoming` over as a platform does: again and again until the gateway has stored it."""
+    while True:
+        try:
+            outcome = await rt.delivery.receive(incoming)
+        except StoreError as exc:  # not stored, so not acknowledged: the platform sends the event again
+            assert "Redis at" in str(exc), exc
+            assert time.monotonic() < deadline, f"never stored: {exc}"
+            await asyncio.sleep(0.2)  # the platform's retry interval, not synchronisation
+            continue
+        # `duplicate`: an earlier attempt was stored after all (its reply was lost), and it is answered
+        assert outcome in ("taken", "queued", "duplicate"), outcome
+        return
+
+
+async def say(rt: Runtime, text: str, *, deadline_seconds: float = 40) -> str:
     """Send `text` until it is answered, as a user would; every refusal on the way must be a clear one."""
     deadline = time.monotonic() + deadline_seconds
     while True:
-        reply = await gateway.handle(IncomingMessage("slack", f"E{next(_events)}", "U1", "C1", text))
-        assert reply is not None
-        if reply.kind == "answer":
-            return reply.text
-        assert reply.kind == "error" and ("memory" in reply.text or "try again" in reply.text.lower()), reply
-        assert time.monotonic() < deadline, f"still failing: {reply.text}"
+        incoming = IncomingMessage("slack", f"E{next(_events)}", "U1", "C1", text)
+        await deliver(rt, incoming, deadline)
+        # A turn whose commit went unconfirmed past its lease is resumed once the lease is over.
+        wait = max(deadline - time.monotonic(), 3 * LEASE_SECONDS)
+        reply = await rt.replies.wait_for(incoming.dedupe_key, timeout=wait)
+        if reply == f"echo: {text}":
+            return reply
+        assert "memory" in reply or "try again" in reply.lower(), reply
+        assert time.monotonic() < deadline, f"still failing: {reply}"
 
 
-async def stored(gateway: Gateway) -> list[str]:
-    return [m.text for m in await gateway.backend.store(THREAD, "slack").list_messages()]
+async def stored(rt: Runtime) -> list[str]:
+    return [m.text for m in await rt.gateway.backend.store(THREAD, "slack").list_messages()]
 
 
 def expected(texts: list[str]) -> list[str]:
@@ -86,48 +109,51 @@ def served_by(cluster: LocalCluster, port: int) -> bool:
         return False
 
 
-async def gateway_on(url: str, fake: FakeOpenAI, **settings: object) -> Gateway:
-    config = make_settings(redis_url=url, redis_timeout_seconds=1.0, lock_timeout_seconds=5, **settings)
-    return Gateway(config, open_backend(config), OpenAIChatModel("m", async_client=openai_client(fake)))
+@contextlib.asynccontextmanager
+async def runtime_on(url: str, fake: FakeOpenAI, *, platform: str = "slack", **settings: Any) -> AsyncIterator[Runtime]:
+    config = make_settings(redis_url=url, redis_timeout_seconds=1.0, lock_timeout_seconds=LEASE_SECONDS, **settings)
+    rt = await start_runtime(config, OpenAIChatModel("m", async_client=openai_client(fake)), platform=platform)
+    try:
+        yield rt
+    finally:
+        await stop_runtime(rt)
 
 
 @pytest.mark.slow
 async def test_a_conversation_continues_through_a_cluster_failover(
     cluster: LocalCluster, fake_openai: FakeOpenAI
 ) -> None:
-    gateway = await gateway_on(cluster.url, fake_openai)
-    texts = [f"turn {i}" for i in range(8)]
-    for text in texts[:3]:
-        assert await say(gateway, text) == f"echo: {text}"
-    _, replica = owner_and_replica(cluster, message_key("chat", "slack", THREAD))
-    assert replica is not None
-    with Redis(host="127.0.0.1", port=replica) as client:
-        client.execute_command("CLUSTER", "FAILOVER")
-    for text in texts[3:6]:  # while the switch is under way
-        assert await say(gateway, text) == f"echo: {text}"
-    wait_until_sync(lambda: served_by(cluster, replica))
-    for text in texts[6:]:  # served by the promoted replica
-        assert await say(gateway, text) == f"echo: {text}"
-    assert await stored(gateway) == expected(texts)
-    await gateway.backend.aclose()
+    async with runtime_on(cluster.url, fake_openai) as rt:
+        texts = [f"turn {i}" for i in range(8)]
+        for text in texts[:3]:
+            assert await say(rt, text) == f"echo: {text}"
+        _, replica = owner_and_replica(cluster, message_key("chat", "slack", THREAD))
+        assert replica is not None
+        with Redis(host="127.0.0.1", port=replica) as client:
+            client.execute_command("CLUSTER", "FAILOVER")
+        for text in texts[3:6]:  # while the switch is under way
+            assert await say(rt, text) == f"echo: {text}"
+        wait_until_sync(lambda: served_by(cluster, replica))
+        for text in texts[6:]:  # served by the promoted replica
+            assert await say(rt, text) == f"echo: {text}"
+        assert await stored(rt) == expected(texts)
 
 
 @pytest.mark.slow
 async def test_a_conversation_survives_its_cluster_primary_stopping(
     cluster: LocalCluster, fake_openai: FakeOpenAI
 ) -> None:
-    gateway = await gateway_on(cluster.url, fake_openai)
-    texts = [f"turn {i}" for i in range(6)]
-    for text in texts[:3]:
-        await say(gateway, text)
-    primary, replica = owner_and_replica(cluster, message_key("chat", "slack", THREAD))
-    assert replica is not None
-    next(n for n in cluster.nodes if n.port == primary).stop()
-    wait_until_sync(lambda: served_by(cluster, replica), timeout=30)
-    for text in texts[3:]:
-        await say(gateway, text)
-    assert await stored(gateway) == expected(texts)
-    await gateway.backend.aclose()
+    async with runtime_on(cluster.url, fake_openai) as rt:
+        texts = [f"turn {i}" for i in range(6)]
+        for text in texts[:3]:
+            await say(rt, text)
+        primary, replica = owner_and_replica(cluster, message_key("chat", "slack", THREAD))
+        assert replica is not None
+        next(n for n in cluster.nodes if n.port == primary).stop()
+        wait_until_sync(lambda: served_by(cluster, replica), timeout=30)
+        for text in texts[3:]:
+            await say(rt, text)
+        assert await stored(rt) == expected(texts)
 
 
 @pytest.mark.slow
@@ -135,17 +161,16 @@ async def test_a_conversation_survives_a_sentinel_failover(tmp_path: Path, fake_
     group = LocalSentinels(tmp_path / "sentinel")
     group.start()
     try:
-        gateway = await gateway_on(group.url, fake_openai, redis_sentinel_master="mymaster")
-        texts = [f"turn {i}" for i in range(6)]
-        for text in texts[:3]:
-            await say(gateway, text)
-        assert group.master_port() == group.primary.port
-        group.primary.stop()
-        wait_until_sync(lambda: group.master_port() == group.replica.port, timeout=30)
-        for text in texts[3:]:
-            await say(gateway, text)
-        assert await stored(gateway) == expected(texts)
-        await gateway.backend.aclose()
+        async with runtime_on(group.url, fake_openai, redis_sentinel_master="mymaster") as rt:
+            texts = [f"turn {i}" for i in range(6)]
+            for text in texts[:3]:
+                await say(rt, text)
+            assert group.master_port() == group.primary.port
+            group.primary.stop()
+            wait_until_sync(lambda: group.master_port() == group.replica.port, timeout=30)
+            for text in texts[3:]:
+                await say(rt, text)
+            assert await stored(rt) == expected(texts)
     finally:
         group.stop()
 
@@ -158,17 +183,17 @@ async def test_a_sentinel_url_without_a_master_name_is_a_config_error() -> None:
 async def test_a_gateway_conversation_on_the_shared_cluster(
     redis_cluster: LocalCluster, fake_openai: FakeOpenAI, key_prefix: str
 ) -> None:
-    gateway = await gateway_on(redis_cluster.url, fake_openai, key_prefix=key_prefix)
-    for text in ["one", "two", "memory"]:
-        await gateway.handle(IncomingMessage("discord", f"E{next(_events)}", "U9", "C9", text))
-    duplicate = await gateway.handle(IncomingMessage("discord", "E-dup", "U9", "C9", "x"))
-    again = await gateway.handle(IncomingMessage("discord", "E-dup", "U9", "C9", "x"))
-    assert duplicate is not None and again is None
-    history = [m.text for m in await gateway.backend.store("user_U9_session_C9", "discord").list_messages()]
-    assert history == ["one", "echo: one", "two", "echo: two", "x", "echo: x"]
-    threads = [r.thread_id async for r in gateway.backend.iter_threads("discord")]
-    assert threads == ["user_U9_session_C9"]
-    await gateway.backend.aclose()
+    async with runtime_on(redis_cluster.url, fake_openai, platform="discord", key_prefix=key_prefix) as rt:
+        for text in ["one", "two", "memory"]:
+            await rt.ask(IncomingMessage("discord", f"E{next(_events)}", "U9", "C9", text))
+        first = IncomingMessage("discord", "E-dup", "U9", "C9", "x")
+        assert await rt.ask(first) == "echo: x"
+        assert await rt.delivery.receive(IncomingMessage("discord", "E-dup", "U9", "C9", "x")) == "duplicate"
+        assert rt.replies.texts[first.dedupe_key] == ["echo: x"]
+        history = [m.text for m in await rt.gateway.backend.store("user_U9_session_C9", "discord").list_messages()]
+        assert history == ["one", "echo: one", "two", "echo: two", "x", "echo: x"]
+        threads = [r.thread_id async for r in rt.gateway.backend.iter_threads("discord")]
+        assert threads == ["user_U9_session_C9"]
 
 
 async def test_a_small_cluster_pool_makes_callers_wait_instead_of_failing(
