@@ -26,7 +26,7 @@ from core.gateway import Answer, Gateway
 from core.lease_keeper import LeaseKeeper, LeaseLostError
 from core.logs import turn_context
 from core.progress import ProgressPump
-from core.store.inbox import Claim, Inbox, Lease, TurnRecord
+from core.store.inbox import Claim, Inbox, Intake, Lease, TurnRecord
 from core.turns import IncomingMessage, Reply
 
 __all__ = ["FAILURE_NOTICE", "Delivery", "OutcomeHook", "ReplyWriter", "TurnOutcome", "WriterFactory"]
@@ -136,16 +136,8 @@ class Delivery:
         take = self._accepting and self._free > 0 and key not in self._running and not self._waiting
         if take:
             self._free -= 1  # before any await: two arrivals can never both take the last slot
-        settings = self._gateway.settings
         try:
-            intake, _ = await asyncio.gather(
-                self._inbox.receive(
-                    namespace, thread_id, incoming.dedupe_key, incoming.to_json(), token=uuid4().hex, take=take,
-                    user_id=incoming.user_id, rate_window=int(time.time() // _RATE_WINDOW_SECONDS),
-                    rate_limit=settings.rate_limit_per_minute,
-                ),
-                self._inbox.schedule(namespace, thread_id, time.time() + (self._inbox.lease_seconds if take else 0)),
-            )  # fmt: skip
+            intake = await self._store(incoming, key, take)
         except BaseException:
             if take:
                 self._free += 1
@@ -153,26 +145,50 @@ class Delivery:
         if intake.claim is None or key in self._running:
             if take:
                 self._free += 1
-            if intake.outcome == "duplicate":
-                self._metrics.duplicates.labels(namespace).inc()
-                self._report(TurnOutcome(incoming.event_id, "duplicate"))
-                if intake.state != "delivered" and key not in self._running:
-                    # Maybe its own earlier attempt, given up on here (a stall) but run by the store later:
-                    # then its lease is ours and no turn holds it. Look now, not once that lease runs out.
-                    with contextlib.suppress(StoreError):
-                        await self._inbox.schedule(namespace, thread_id, time.time())
-                    self._wake.set()
-            elif not take:
-                if self._accepting:
-                    if key in self._running:
-                        self._behind.add(key)
-                    else:
-                        self._waiting[key] = None
-                    self._hand_over()
-                self._wake.set()
-            return "queued" if intake.outcome == "taken" else intake.outcome
+            return await self._not_started(incoming, key, intake, take)
         self._start(key, intake.claim)
         return "taken"
+
+    async def _store(self, incoming: IncomingMessage, key: _Key, take: bool) -> Intake:
+        namespace, thread_id = key
+        stored = self._inbox.receive(
+            namespace, thread_id, incoming.dedupe_key, incoming.to_json(), token=uuid4().hex, take=take,
+            user_id=incoming.user_id, rate_window=int(time.time() // _RATE_WINDOW_SECONDS),
+            rate_limit=self._gateway.settings.rate_limit_per_minute,
+        )  # fmt: skip
+        if take:
+            # Due only once the lease would have run out (a safety net should this process die), so it may
+            # go beside the append: one round trip on the way to the first post.
+            retry_at = time.time() + self._inbox.lease_seconds
+            intake, _ = await asyncio.gather(stored, self._inbox.schedule(namespace, thread_id, retry_at))
+            return intake
+        # Due at once, so only after the append: a sweep that found the entry before the message would
+        # drop the entry and leave the message unseen.
+        intake = await stored
+        if intake.outcome != "duplicate":
+            await self._inbox.schedule(namespace, thread_id, time.time())
+        return intake
+
+    async def _not_started(self, incoming: IncomingMessage, key: _Key, intake: Intake, take: bool) -> Received:
+        namespace, thread_id = key
+        if intake.outcome == "duplicate":
+            self._metrics.duplicates.labels(namespace).inc()
+            self._report(TurnOutcome(incoming.event_id, "duplicate"))
+            if intake.state != "delivered" and key not in self._running:
+                # Maybe its own earlier attempt, given up on here (a stall) but run by the store later:
+                # then its lease is ours and no turn holds it. Look now, not once that lease runs out.
+                with contextlib.suppress(StoreError):
+                    await self._inbox.schedule(namespace, thread_id, time.time())
+                self._wake.set()
+        elif not take:
+            if self._accepting:
+                if key in self._running:
+                    self._behind.add(key)
+                else:
+                    self._waiting[key] = None
+                self._hand_over()
+            self._wake.set()
+        return "queued" if intake.outcome == "taken" else intake.outcome
 
     async def run(self) -> None:
         """Resume conversations whose messages wait (left by a dead process, or queued here) until cancelled."""

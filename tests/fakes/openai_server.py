@@ -462,8 +462,8 @@ class FakeOpenAI:
             yield {**envelope, "choices": [_delta({"tool_calls": [first]})]}
             size = self.chunk_size or 8
             for start in range(0, len(arguments), size):
-                piece = {"index": index, "function": {"arguments": arguments[start : start + size]}}
-                yield {**envelope, "choices": [_delta({"tool_calls": [piece]})]}
+                part = {"index": index, "function": {"arguments": arguments[start : start + size]}}
+                yield {**envelope, "choices": [_delta({"tool_calls": [part]})]}
         yield {**envelope, "choices": [_delta({}, "tool_calls")]}
 
     def _tool_completion(self, body: JSONObject, outcome: ToolCalls, ids: list[str]) -> JSONObject:

@@ -7,9 +7,9 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from core.agent import AgentFactory
 from core.delivery import Delivery
 from core.gateway import Gateway
+from core.model import ChatModel
 from core.settings import Settings
 from core.store import open_backend
 from core.tools import Toolbox
@@ -104,7 +104,7 @@ class Runtime:
 
 async def start_runtime(
     settings: Settings,
-    model: AgentFactory,
+    model: ChatModel,
     *,
     platform: str = "test",
     progress_interval_seconds: float = 0.01,
