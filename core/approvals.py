@@ -30,7 +30,7 @@ import logging
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import replace
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 from core.errors import StoreError
 from core.metrics import Metrics
@@ -45,8 +45,10 @@ __all__ = [
     "EXPIRED",
     "ApprovalPrompts",
     "Approvals",
+    "Decision",
     "approval_id_for",
     "click_note",
+    "custom_id",
     "outcome_text",
     "parse_custom_id",
     "shown_arguments",
@@ -54,7 +56,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-APPROVE, DENY = "approve", "deny"
+APPROVE: Final = "approve"
+DENY: Final = "deny"
 _CUSTOM_ID = "cg-approval"
 MAX_SHOWN_ARGUMENT_CHARS = 600
 EXPIRED = "Not run: nobody approved this call in time (the approval expired). Tell the user it was not run."
