@@ -14,12 +14,13 @@ from core.approvals import ALREADY_RAN, EXPIRED, Approvals, approval_id_for
 from core.llm import OpenAIChatModel
 from core.store import open_backend
 from core.store.inbox import Lease
-from core.tools import PendingCall, PythonTools, Toolbox, requires_approval
+from core.tools import PendingCall, PythonTools, Toolbox, open_toolbox, requires_approval
 from core.tools.runner import DENIED
 from core.turns import IncomingMessage
 from tests.conftest import make_settings, openai_client
 from tests.fakes.openai_server import FakeOpenAI, Reply, ToolCalls
 from tests.support.delivery import Runtime, start_runtime, stop_runtime
+from tests.support.mcp import stdio_entry, write_config
 
 _counter = iter(range(1_000_000))
 RuntimeFactory = Callable[..., Awaitable[Runtime]]
@@ -264,3 +265,27 @@ async def test_expiry_gives_the_model_a_not_approved_result(
     late = await approvals_of(rt).decide("test", prompt.approval_id, "approve", "U1")
     assert late.outcome == "late" and wiper.ran == []
     assert counted(rt, "expired") == 1
+
+
+async def test_an_mcp_servers_destructive_tool_runs_once_approved(
+    fake_openai: FakeOpenAI, redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "mcp.json", {"orders": stdio_entry(only="lookup_order,delete_order")})
+    toolbox = await open_toolbox(make_settings(mcp_config=config))
+    settings = make_settings(redis_url=redis_url, key_prefix=key_prefix, rate_limit_per_minute=0)
+    model = OpenAIChatModel("m", async_client=openai_client(fake_openai))
+    rt = await start_runtime(settings, model, tools=toolbox, prompting=True, approval_poll_seconds=0.05)
+    try:
+        fake_openai.script(
+            ToolCalls(("lookup_order", {"order_id": "7"}), ("delete_order", {"order_id": "7"})), Reply("Deleted.")
+        )
+        incoming = msg("delete order 7")
+        await rt.delivery.receive(incoming)
+        prompt = await rt.replies.wait_prompts(1)
+        assert (prompt.tool, prompt.server, prompt.arguments) == ("delete_order", "orders", '{\n "order_id": "7"\n}')
+        await approvals_of(rt).decide("test", prompt.approval_id, "approve", "U1")
+        assert await rt.replies.wait_for(incoming.dedupe_key) == "Deleted."
+        assert tool_results(fake_openai) == ["order 7: 2 books, shipped", "deleted order 7"]
+    finally:
+        await stop_runtime(rt)
+        await toolbox.aclose()
