@@ -192,6 +192,18 @@ class Approvals:
 
     async def _approve(self, lease: Lease, requester: str, writer: ApprovalPrompts, call: PendingCall) -> bool | str:
         approval_id = approval_id_for(lease, call)
+        key = (lease.namespace, approval_id)
+        # Listening before the prompt is out: a click in this process is never missed, however early.
+        event = self._waiters.setdefault(key, asyncio.Event())
+        try:
+            return await self._ask(lease, requester, writer, call, approval_id=approval_id, event=event)
+        finally:
+            self._waiters.pop(key, None)
+
+    async def _ask(
+        self, lease: Lease, requester: str, writer: ApprovalPrompts, call: PendingCall, *, approval_id: str,
+        event: asyncio.Event,
+    ) -> bool | str:  # fmt: skip
         fresh = ApprovalRecord(
             approval_id=approval_id, namespace=lease.namespace, thread_id=lease.thread_id,
             message_key=lease.message_key, requester=requester, tool=call.tool, server=call.server, title=call.title,
@@ -208,7 +220,7 @@ class Approvals:
         elif record.state == "pending":
             log.info("approval still pending from an earlier attempt; waiting for it", extra=fields)
         if record.state == "pending":
-            record = await self._wait(record)
+            record = await self._wait(record, event)
         if record.state == "expired":
             await writer.close_approval(record)
             return EXPIRED
@@ -219,31 +231,26 @@ class Approvals:
         log.warning("approved call already run by an earlier attempt; not run again", extra=fields)
         return ALREADY_RAN
 
-    async def _wait(self, record: ApprovalRecord) -> ApprovalRecord:
-        key = (record.namespace, record.approval_id)
-        event = self._waiters.setdefault(key, asyncio.Event())
-        try:
-            while True:
-                left = record.expires_at - time.time()
-                if left <= 0:
-                    decided = await self.store.decide(record.namespace, record.approval_id, "expired", "", ())
-                    if decided.outcome == "decided":
-                        self._metrics.approvals.labels("expired").inc()
-                        log.info("approval expired", extra={"approval_id": record.approval_id})
-                    return decided.record or record.with_state("expired")
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(self._poll, left)):
-                        await event.wait()  # a click here; else the next read finds one taken elsewhere
-                event.clear()
-                try:
-                    current = await self.store.get(record.namespace, record.approval_id)
-                except StoreError as exc:
-                    log.info("approval not read, trying again: %s", exc, extra={"approval_id": record.approval_id})
-                    continue
-                if current is None:  # gone from the store (flushed): nobody can approve it any more
-                    return record.with_state("expired")
-                if current.state != "pending":
-                    return current
-                record = current
-        finally:
-            self._waiters.pop(key, None)
+    async def _wait(self, record: ApprovalRecord, event: asyncio.Event) -> ApprovalRecord:
+        while True:
+            left = record.expires_at - time.time()
+            if left <= 0:
+                decided = await self.store.decide(record.namespace, record.approval_id, "expired", "", ())
+                if decided.outcome == "decided":
+                    self._metrics.approvals.labels("expired").inc()
+                    log.info("approval expired", extra={"approval_id": record.approval_id})
+                return decided.record or record.with_state("expired")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(self._poll, left)):
+                    await event.wait()  # a click here; else the next read finds one taken elsewhere
+            event.clear()
+            try:
+                current = await self.store.get(record.namespace, record.approval_id)
+            except StoreError as exc:
+                log.info("approval not read, trying again: %s", exc, extra={"approval_id": record.approval_id})
+                continue
+            if current is None:  # gone from the store (flushed): nobody can approve it any more
+                return record.with_state("expired")
+            if current.state != "pending":
+                return current
+            record = current

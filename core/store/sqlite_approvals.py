@@ -5,7 +5,6 @@ Rows are keyed by the Redis key name (`keys.approval_key`), so a record looks al
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Collection
 
@@ -68,7 +67,7 @@ class SqliteApprovals:
             if state != "expired" and self._db.clock() >= record.expires_at:
                 conn.execute(update, ("expired", "", key))
                 return Decided("late", record.with_state("expired"))
-            if state != "expired" and user_id != json.loads(record.data_json())["requester"] and user_id not in allowed:
+            if state != "expired" and user_id != record.requester and user_id not in allowed:
                 return Decided("refused", record)
             conn.execute(update, (state, user_id, key))
             return Decided("decided", record.with_state(state, user_id))

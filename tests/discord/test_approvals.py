@@ -23,7 +23,7 @@ from tests.fakes.discord_api import FakeDiscord, InteractionResponse, SentMessag
 from tests.fakes.discord_ids import ALICE_ID, BOB_ID
 from tests.fakes.openai_server import FakeOpenAI, Reply, ToolCalls
 
-ToolProcessFactory = Callable[[Settings], Process]
+ToolProcessFactory = Callable[..., Process]
 
 
 @pytest.fixture
@@ -41,9 +41,9 @@ async def tool_process(fake_openai: FakeOpenAI, ran: list[str]) -> AsyncIterator
         ran.append(target)
         return f"wiped {target}"
 
-    def make(settings: Settings) -> Process:
+    def make(settings: Settings, timeout_seconds: float = 600) -> Process:
         backend = open_backend(settings)
-        approvals = Approvals(backend.approvals(), timeout_seconds=600, poll_seconds=0.05)
+        approvals = Approvals(backend.approvals(), timeout_seconds=timeout_seconds, poll_seconds=0.05)
         model = OpenAIChatModel("m", async_client=openai_client(fake_openai))
         toolbox = Toolbox([PythonTools({"wipe": requires_approval(wipe)})])
         gateway = Gateway(settings, backend, model, tools=toolbox, approvals=approvals)
@@ -153,3 +153,21 @@ async def test_a_click_after_a_restart_is_handled_by_the_new_process(
         reply = await bot.next_reply()
         assert reply.text == "Wiped /var." and ran == ["/var"]
     assert sum(1 for m in fake.messages.values() if buttons(m)) == 0  # one prompt, closed; none posted again
+
+
+async def test_expiry_closes_the_prompt_and_a_late_click_runs_nothing(
+    start_bot: BotFactory, settings_for: SettingsFactory, fake: FakeDiscord, tool_process: ToolProcessFactory,
+    fake_openai: FakeOpenAI, ran: list[str],
+) -> None:  # fmt: skip
+    settings = settings_for(fake, rate_limit_per_minute=0)
+    fake_openai.script(ToolCalls(("wipe", {"target": "/"})), Reply("Nobody approved it."))
+    async with start_bot(settings=settings, process=tool_process(settings, timeout_seconds=0.5)) as bot:
+        await bot.say("wipe /")
+        prompt = await prompt_of(fake)
+        seen = copy.deepcopy(fake.messages[prompt.id])
+        assert (await bot.next_reply()).text == "Nobody approved it."
+        assert "Expired" in fake.messages[prompt.id]["content"] and not buttons(fake.messages[prompt.id])
+        await fake.send_component_interaction(prompt.id, buttons(prompt)["Approve"], user_id=ALICE_ID, as_seen=seen)
+        late = await response(fake)
+        assert late.ephemeral and "already decided (expired)" in (late.content or "")
+    assert ran == []

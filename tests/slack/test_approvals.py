@@ -21,7 +21,7 @@ from tests.fakes.openai_server import FakeOpenAI, Reply, ToolCalls
 from tests.fakes.slack_api import Message, im_message, sign
 from tests.slack.conftest import SIGNING_SECRET, WAIT, SlackRig, StartSlack
 
-GatewayFactory = Callable[[], Gateway]
+GatewayFactory = Callable[..., Gateway]
 
 
 @pytest.fixture
@@ -41,11 +41,11 @@ async def tool_gateway(
         ran.append(target)
         return f"wiped {target}"
 
-    def make() -> Gateway:
+    def make(timeout_seconds: float = 600) -> Gateway:
         settings = make_settings(redis_url=redis_url, key_prefix=key_prefix, rate_limit_per_minute=0)
         backend = open_backend(settings)
         backends.append(backend)
-        approvals = Approvals(backend.approvals(), timeout_seconds=600, poll_seconds=0.05)
+        approvals = Approvals(backend.approvals(), timeout_seconds=timeout_seconds, poll_seconds=0.05)
         model = OpenAIChatModel("m", async_client=openai_client(fake_openai))
         toolbox = Toolbox([PythonTools({"wipe": requires_approval(wipe)})])
         return Gateway(settings, backend, model, tools=toolbox, approvals=approvals)
@@ -153,3 +153,20 @@ async def test_the_click_at_another_replica_runs_the_tool_once_in_the_turns_proc
     assert outcome.reply is not None and outcome.reply.text == "Wiped /srv."
     assert ran == ["/srv"]
     assert "Approved by <@U1>" in first.slack.message("D1", prompt.ts).visible_text
+
+
+async def test_expiry_closes_the_prompt_and_a_late_click_runs_nothing(
+    start_slack: StartSlack, tool_gateway: GatewayFactory, fake_openai: FakeOpenAI, ran: list[str]
+) -> None:
+    rig = await start_slack(gateway=tool_gateway(timeout_seconds=0.5))
+    fake_openai.script(ToolCalls(("wipe", {"target": "/"})), Reply("Nobody approved it."))
+    await rig.deliver(im_message("wipe /", channel="D1", user="U1"))
+    prompt = await prompt_in(rig, "D1")
+    buttons = action_ids(prompt)
+    outcome = await rig.outcome()
+    assert outcome.reply is not None and outcome.reply.text == "Nobody approved it."
+    closed = rig.slack.message("D1", prompt.ts)
+    assert not has_buttons(closed) and "Expired" in closed.visible_text
+    await click(rig, prompt, buttons["Approve"], user="U1")
+    assert "already decided (expired)" in await ephemeral_to(rig, "U1")
+    assert ran == []
