@@ -83,7 +83,7 @@ class AgentTurn:
             call = ChatMessage(role="assistant", text=reply.text, tool_calls=reply.tool_calls, author_id=name)
             await self._show_tools(reply)
             assert self._agent.tools is not None
-            results = await self._agent.tools.run(reply.tool_calls, self._specs, approve=self._approve)
+            results = await self._agent.tools.run(reply.tool_calls, self._specs, approve=self._approve, step=step)
             self._new += [call, *results]
         answer = ChatMessage(role="assistant", text=text, author_id=self._agent.name)
         shown = f"{text}\n\n{DROPPED_NOTE}" if self._dropped else text

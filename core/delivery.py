@@ -366,8 +366,9 @@ class Delivery:
         pump = ProgressPump(self._progress(writer, claim, answered), self._interval)
         try:
             async with writer.working():
+                approve = self._gateway.approvals.hook(claim.lease, incoming.user_id, writer)
                 answer = await self._gateway.answer(
-                    incoming, claim.history, hits=claim.record.hits, on_text=pump.update
+                    incoming, claim.history, hits=claim.record.hits, on_text=pump.update, approve=approve
                 )
                 answered.set()
                 return answer

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from core.agent import Agent, ChatModel
+from core.approvals import Approvals
 from core.commands import Command, describe_duration, help_text, parse_command
 from core.errors import GatewayError, ModelTimeoutError
 from core.messages import ChatMessage
@@ -21,7 +22,7 @@ from core.metrics import Metrics
 from core.settings import Settings
 from core.store.base import MemoryBackend
 from core.threads import channel_thread_id, platform_thread_id, thread_id_for
-from core.tools import Approver, Toolbox, ToolRunner
+from core.tools import Approver, PendingCall, Toolbox, ToolRunner
 from core.turns import IncomingMessage, Reply
 
 __all__ = ["Answer", "Gateway", "ProgressCallback"]
@@ -52,11 +53,16 @@ class Gateway:
         *,
         metrics: Metrics | None = None,
         tools: Toolbox | None = None,
+        approvals: Approvals | None = None,
     ) -> None:
         self._settings = settings
         self._backend = backend
         self.metrics = metrics or Metrics()
         self.tools = tools
+        self.approvals = approvals or Approvals(
+            backend.approvals(), timeout_seconds=settings.approval_timeout_seconds, approvers=settings.approver_ids,
+            metrics=self.metrics, keep_seconds=settings.dedupe_ttl_seconds,
+        )  # fmt: skip
         runner = ToolRunner(
             tools, timeout_seconds=settings.tool_timeout_seconds, max_result_chars=settings.max_tool_result_chars,
             metrics=self.metrics,
@@ -117,9 +123,11 @@ class Gateway:
         seconds = self._settings.turn_timeout_seconds
         try:
             # Each model call has MODEL_TIMEOUT_SECONDS (in the agent); this bounds all calls and tool
-            # rounds of the answer together. Reads and writes have their own bounds.
-            async with asyncio.timeout(seconds):
-                response = await self.agent.respond(history, prompt, on_text=on_text, approve=approve)
+            # rounds of the answer together, except the time spent waiting for a person's approval (bounded
+            # by APPROVAL_TIMEOUT_SECONDS). Reads and writes have their own bounds.
+            async with asyncio.timeout(seconds) as budget:
+                hook = _outside(budget, approve) if approve is not None else None
+                response = await self.agent.respond(history, prompt, on_text=on_text, approve=hook)
         except TimeoutError:
             error = ModelTimeoutError(f"no complete answer within TURN_TIMEOUT_SECONDS={seconds}")
             return self._failed(incoming, thread_id, error)
@@ -172,3 +180,26 @@ class Gateway:
             expiry = f"They are forgotten after {describe_duration(ttl)} without activity{remaining}."
         text = f"I remember {count} message{'' if count == 1 else 's'} of our conversation here{cap}. {expiry}"
         return text, False
+
+
+def _outside(budget: asyncio.Timeout, approve: Approver) -> Approver:
+    """`approve` with the turn's deadline stopped while any approval of the turn is awaited."""
+    waiting = 0
+    left = 0.0
+
+    async def wrapped(call: PendingCall) -> bool | str:
+        nonlocal waiting, left
+        loop = asyncio.get_running_loop()
+        if waiting == 0:
+            when = budget.when()
+            left = when - loop.time() if when is not None else 0.0
+            budget.reschedule(None)
+        waiting += 1
+        try:
+            return await approve(call)
+        finally:
+            waiting -= 1
+            if waiting == 0:
+                budget.reschedule(loop.time() + max(left, 0.0))
+
+    return wrapped

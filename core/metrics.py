@@ -45,6 +45,11 @@ class Metrics:
         self.tool_seconds = Histogram(
             "chat_gateway_tool_seconds", "Time one tool call ran", ["tool"], buckets=_LATENCY_BUCKETS, registry=r
         )
+        self.approvals = Counter(
+            "chat_gateway_approvals", "Approval prompts and clicks, by outcome (approved, denied, expired; refused: "
+            "a click by someone who may not decide; late: a click on a decided or expired prompt; missing)",
+            ["outcome"], registry=r,
+        )  # fmt: skip
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     max_tool_result_chars: int = Field(
         20000, ge=100, description="Longer tool results are cut to this, with a note saying so"
     )
+    approval_timeout_seconds: float = Field(
+        600.0, gt=0, description="How long an approval prompt waits for a click; then the call is not run"
+    )
+    approvers: str = Field(
+        "", description="Comma-separated user IDs who may approve any call (the requester always may)"
+    )
 
     # Gateway
     dedupe_ttl_seconds: int = Field(86400, ge=1, description="How long a platform event ID is remembered")
@@ -152,6 +158,11 @@ class Settings(BaseSettings):
         if self.max_context_tokens is not None:
             return self.max_context_tokens
         return default_context_tokens(self.openai_model, self.max_reply_tokens)
+
+    @property
+    def approver_ids(self) -> frozenset[str]:
+        """APPROVERS as a set of user IDs (blank entries dropped)."""
+        return frozenset(part.strip() for part in self.approvers.split(",") if part.strip())
 
     @property
     def store_max_messages(self) -> int | None:

@@ -23,6 +23,7 @@ from typing import Final
 import aiohttp
 import discord
 
+from bots.discord_adapter.approvals import ApprovalClicks
 from bots.discord_adapter.client import (
     GUILD_READY_TIMEOUT_SECONDS,
     IDENTIFY_DELAY_SECONDS,
@@ -84,6 +85,7 @@ class DiscordAdapter:
             guild_ids=parse_id_list("DISCORD_GUILD_IDS", settings.discord_guild_ids),
             channel_ids=parse_id_list("DISCORD_CHANNEL_IDS", settings.discord_channel_ids),
         )
+        self._approval_clicks = ApprovalClicks(gateway.approvals)
         self._guild_ready_timeout = guild_ready_timeout
         self._identify_delay_seconds = identify_delay_seconds
         self._client: ChatClient | None = None
@@ -131,6 +133,7 @@ class DiscordAdapter:
             command_guild_ids=sorted(self._policy.guild_ids),
             guild_ready_timeout=self._guild_ready_timeout,
             identify_delay_seconds=self._identify_delay_seconds,
+            approval_clicks=self._approval_clicks,
             **sharding,
         )
 

@@ -25,6 +25,7 @@ from typing import Any, Final, Protocol
 import discord
 from discord import app_commands
 
+from bots.discord_adapter.approvals import ApprovalButton, ApprovalClicks
 from bots.discord_adapter.endpoints import follow_bot_gateway
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class ChatClient(discord.Client):
         command_guild_ids: Collection[int] = (),
         guild_ready_timeout: float = GUILD_READY_TIMEOUT_SECONDS,
         identify_delay_seconds: float = IDENTIFY_DELAY_SECONDS,
+        approval_clicks: ApprovalClicks | None = None,
         **options: Any,
     ) -> None:
         super().__init__(
@@ -73,6 +75,7 @@ class ChatClient(discord.Client):
         self._command_guild_ids = tuple(command_guild_ids)
         self._identify_delay_seconds = identify_delay_seconds
         self._gateway_up = False
+        self.approval_clicks: ApprovalClicks | None = approval_clicks
 
     @property
     def connected(self) -> bool:
@@ -80,6 +83,8 @@ class ChatClient(discord.Client):
         return self._gateway_up and not self.is_closed()
 
     async def setup_hook(self) -> None:
+        # Approval buttons are found by their custom_id, whoever posted them and whenever (persistent views).
+        self.add_dynamic_items(ApprovalButton)
         if self._follow_gateway:
             await follow_bot_gateway(self.http)
         await self._register_commands()

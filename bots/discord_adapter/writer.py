@@ -40,8 +40,10 @@ from typing import Final, TypeVar
 import aiohttp
 import discord
 
+from bots.discord_adapter.approvals import approval_view, closed_content, prompt_content
 from core.chunking import split_message
 from core.delivery import ReplyWriter
+from core.store.approvals import ApprovalRecord
 from core.turns import IncomingMessage
 
 log = logging.getLogger(__name__)
@@ -150,6 +152,31 @@ class DiscordReply:
             if message.content != content:  # an earlier owner's message, holding another text
                 await _edit(message, content)
             self.posted.append(str(message.id))
+
+    async def post_approval(self, record: ApprovalRecord) -> str:
+        """The approval prompt with its buttons, replying to the user's message; returns its message ID.
+
+        Its nonce is the approval's: a resumed turn that did not learn the first post gets that message back.
+        """
+        nonce = reply_nonce(self._key, f"approval-{record.approval_id}")
+        view = approval_view(record)
+
+        async def send() -> discord.Message:
+            return await self._channel.send(
+                prompt_content(record), nonce=nonce, reference=self._reference, mention_author=False, view=view
+            )
+
+        message = await _retrying(send, "approval prompt")
+        return str(message.id)
+
+    async def close_approval(self, record: ApprovalRecord) -> None:
+        """The prompt shows the outcome, without buttons. Best effort."""
+        if not record.prompt:
+            return
+        try:
+            await self._channel.get_partial_message(int(record.prompt)).edit(content=closed_content(record), view=None)
+        except _SEND_ERRORS as exc:
+            log.warning("discord approval prompt not closed: %s", type(exc).__name__)
 
     async def notice(self, text: str, *, tag: str = "notice") -> None:
         """A new message replying to the user's. Best effort: never raises."""

@@ -32,6 +32,7 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.slack.approvals import ApprovalClicks
 from bots.slack.incoming import PLATFORM
 from bots.slack.listeners import SlackListeners, SlackWriters
 from bots.slack.writer import error_code
@@ -164,7 +165,7 @@ class SlackAdapter:
         )  # fmt: skip
         SlackListeners(
             delivery=delivery, writers=self._writers, flags=gateway.backend, allow_bots=settings.slack_allow_bots,
-            on_outcome=on_outcome,
+            on_outcome=on_outcome, approvals=ApprovalClicks(gateway.approvals, self.client),
         ).register(self.app)  # fmt: skip
         self._socket: AsyncSocketModeHandler | None = None
         self._site: web.TCPSite | None = None

@@ -21,6 +21,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bots.slack.approvals import ApprovalClicks
 from bots.slack.incoming import PLATFORM, SlackMessage, message_from_command, message_from_event, slack_message
 from bots.slack.indicator import WorkingIndicator
 from bots.slack.text import neutralise
@@ -127,7 +128,9 @@ class SlackListeners:
         flags: Flags,
         allow_bots: bool,
         on_outcome: OutcomeHook | None = None,
+        approvals: ApprovalClicks | None = None,
     ) -> None:
+        self._approvals = approvals
         self._delivery = delivery
         self._writers = writers
         self._flags = flags
@@ -142,6 +145,8 @@ class SlackListeners:
         app.event("app_mention")(self.on_event)
         app.event("message")(self.on_event)
         app.command("/reset")(self.on_command)
+        if self._approvals is not None:
+            self._approvals.register(app)
 
     async def on_event(self, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest) -> None:
         message = message_from_event(

@@ -32,6 +32,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_chat_stream import AsyncChatStream
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.slack.approvals import closed_blocks, prompt_blocks, prompt_text
 from bots.slack.text import (
     MAX_PART_CHARS,
     MAX_PARTS,
@@ -42,7 +43,9 @@ from bots.slack.text import (
     preview,
     stable_prefix,
 )
+from core.approvals import outcome_text
 from core.chunking import split_message
+from core.store.approvals import ApprovalRecord
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +128,27 @@ class SlackReply:
             log.warning("slack failure notice not posted: %s", error_code(exc), extra=self._log_fields(exc))
         except TRANSPORT_ERRORS as exc:
             log.warning("slack failure notice not posted: %s", type(exc).__name__, extra={"platform": "slack"})
+
+    async def post_approval(self, record: ApprovalRecord) -> str:
+        """The approval prompt, with its buttons, where the reply goes; returns its ts."""
+        response = await self._client.chat_postMessage(
+            channel=self._channel, thread_ts=self._thread_ts, text=prompt_text(record), blocks=prompt_blocks(record)
+        )
+        return str(response["ts"])
+
+    async def close_approval(self, record: ApprovalRecord) -> None:
+        """The prompt shows the outcome, without buttons. Best effort."""
+        if not record.prompt:
+            return
+        try:
+            await self._client.chat_update(
+                channel=self._channel, ts=record.prompt, text=f"{prompt_text(record)}: {outcome_text(record)}",
+                blocks=closed_blocks(record),
+            )  # fmt: skip
+        except SlackApiError as exc:
+            log.warning("slack approval prompt not closed: %s", error_code(exc), extra=self._log_fields(exc))
+        except TRANSPORT_ERRORS as exc:
+            log.warning("slack approval prompt not closed: %s", type(exc).__name__, extra={"platform": "slack"})
 
     async def progress(self, text: str) -> None:
         """Show the text so far; never raises for Slack's errors (progress pauses or stops instead)."""

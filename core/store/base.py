@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from core.messages import ChatMessage
+from core.store.approvals import ApprovalStore
 from core.store.inbox import Inbox
 
-__all__ = ["Flags", "Inboxes", "MemoryBackend", "MessageStore", "MessageStores", "ThreadRef"]
+__all__ = ["Approvals", "Flags", "Inboxes", "MemoryBackend", "MessageStore", "MessageStores", "ThreadRef"]
 
 
 class MessageStore(Protocol):
@@ -62,5 +63,9 @@ class Flags(Protocol):
     async def has_flag(self, name: str) -> bool: ...
 
 
-class MemoryBackend(MessageStores, Inboxes, Flags, Protocol):
+class Approvals(Protocol):
+    def approvals(self) -> ApprovalStore: ...
+
+
+class MemoryBackend(MessageStores, Inboxes, Flags, Approvals, Protocol):
     """The process's backend: Redis (`RedisConnection`) or the embedded SQLite file (`SqliteConnection`)."""

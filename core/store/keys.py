@@ -11,7 +11,12 @@ Thread IDs never hold `{` or `}` (core.threads escapes them), so the tag always 
     <prefix>:<ns>:{<thread_id>}:seen       ZSET message key -> arrival (ms): records older than the dedupe TTL go
     <prefix>:<ns>:{<thread_id>}:rate       HASH user -> hits in the current window (per-conversation rate limit)
     <prefix>:<ns>:inboxes                  ZSET thread ID -> when to look at its inbox again (ms): recovery's index
+    <prefix>:<ns>:approval:{<approval_id>} HASH one pending or decided approval (state, who decided, ran)
     <prefix>:flag:<name>                   a flag an adapter keeps (Slack: threads the bot takes part in)
+
+An approval's key carries its own ID as hash tag, not the conversation's: a click names only the approval
+(a Discord custom_id holds 100 characters), and each step on it (decide, claim the run) is one script on
+that one key, never together with the conversation's keys.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ConversationKeys",
+    "approval_key",
     "flag_key",
     "inbox_index_key",
     "message_key",
@@ -68,6 +74,13 @@ class ConversationKeys:
 def inbox_index_key(key_prefix: str, namespace: str | None) -> str:
     middle = f"{namespace}:" if namespace else ""
     return f"{key_prefix}:{middle}inboxes"
+
+
+def approval_key(key_prefix: str, namespace: str | None, approval_id: str) -> str:
+    if "{" in approval_id or "}" in approval_id:
+        raise ValueError(f"approval IDs must not contain braces: {approval_id!r}")
+    middle = f"{namespace}:" if namespace else ""
+    return f"{key_prefix}:{middle}approval:{{{approval_id}}}"
 
 
 def flag_key(key_prefix: str, name: str) -> str:

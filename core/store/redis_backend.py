@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from core.store.base import ThreadRef
 from core.store.keys import flag_key, parse_message_key, threads_pattern
 from core.store.redis import RedisChatMessageStore, describe_client, translate_redis_error
+from core.store.redis_approvals import RedisApprovals
 from core.store.redis_inbox import RedisInbox
 from core.store.topology import RedisClient, build_client
 
@@ -78,6 +79,10 @@ class RedisConnection:
             self.client, key_prefix=self.key_prefix, max_messages=self.max_messages, ttl_seconds=self.ttl_seconds,
             lease_seconds=lease_seconds, keep_seconds=keep_seconds, owner=owner,
         )  # fmt: skip
+
+    def approvals(self) -> RedisApprovals:
+        """The approval records on this backend."""
+        return RedisApprovals(self.client, key_prefix=self.key_prefix)
 
     async def set_flag(self, name: str, ttl_seconds: int | None) -> None:
         key = flag_key(self.key_prefix, name)

@@ -17,6 +17,7 @@ from core.errors import StoreUnavailableError
 from core.store.base import ThreadRef
 from core.store.keys import flag_key, parse_message_key
 from core.store.sqlite import SqliteChatMessageStore
+from core.store.sqlite_approvals import SqliteApprovals
 from core.store.sqlite_db import Clock, SqliteDatabase
 from core.store.sqlite_inbox import SqliteInbox
 
@@ -72,6 +73,10 @@ class SqliteConnection:
             return cursor.rowcount == 1
 
         return await self._db.run(write, write=True)
+
+    def approvals(self) -> SqliteApprovals:
+        """The approval records on this backend."""
+        return SqliteApprovals(self._db, key_prefix=self.key_prefix)
 
     async def set_flag(self, name: str, ttl_seconds: int | None) -> None:
         await self._set_once(flag_key(self.key_prefix, name), ttl_seconds, only_new=False)

@@ -44,6 +44,10 @@ CREATE TABLE IF NOT EXISTS inbox_index (
     key TEXT NOT NULL, thread_id TEXT NOT NULL, score REAL NOT NULL, PRIMARY KEY (key, thread_id)
 );
 CREATE INDEX IF NOT EXISTS inbox_index_by_score ON inbox_index (key, score);
+CREATE TABLE IF NOT EXISTS approvals (
+    key TEXT PRIMARY KEY, data TEXT NOT NULL, state TEXT NOT NULL, decided_by TEXT NOT NULL, ran INTEGER NOT NULL,
+    prompt TEXT NOT NULL, expires_ms INTEGER NOT NULL, keep_until REAL NOT NULL
+);
 """
 _SWEEP_EVERY_WRITES = 200
 
@@ -108,6 +112,7 @@ def sweep(conn: sqlite3.Connection, now: float) -> None:
     conn.execute("DELETE FROM inbox WHERE conversation NOT IN (SELECT conversation FROM inbox_keep)")
     conn.execute("DELETE FROM turns WHERE conversation NOT IN (SELECT conversation FROM inbox_keep)")
     conn.execute("DELETE FROM writes WHERE conversation || ':messages' NOT IN (SELECT key FROM threads)")
+    conn.execute("DELETE FROM approvals WHERE keep_until <= ?", (now,))
 
 
 def drop_if_expired(conn: sqlite3.Connection, key: str, now: float) -> None:

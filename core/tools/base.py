@@ -88,14 +88,21 @@ class ToolSpec:
 
 @dataclass(frozen=True, slots=True)
 class PendingCall:
-    """A call that needs a person's approval before it runs: what the approval prompt shows."""
+    """A call that needs a person's approval before it runs: what the approval prompt shows.
+
+    `step` (the round of tool calls in the answer, from 0) and `index` (the call's place in its round) name
+    the call within its turn alike in every attempt at the turn, unlike the model's `call_id`.
+    """
 
     call_id: str
     tool: str
     server: str
     title: str
     arguments: Mapping[str, Any]
+    step: int = 0
+    index: int = 0
 
 
-# Awaited once per call that needs approval; True runs it. The delivery layer implements it.
-Approver = Callable[[PendingCall], Awaitable[bool]]
+# Awaited once per call that needs approval: True runs it, False is a denial, a string is the call's result
+# instead of running it (it expired, or an earlier attempt at the turn already ran it). Delivery implements it.
+Approver = Callable[[PendingCall], Awaitable[bool | str]]

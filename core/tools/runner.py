@@ -56,16 +56,19 @@ class ToolRunner:
         return self.toolbox.specs()
 
     async def run(
-        self, calls: Sequence[ToolCall], specs: Mapping[str, ToolSpec], *, approve: Approver | None = None
-    ) -> list[ChatMessage]:
-        """One tool message per call, in the calls' order."""
-        texts = await asyncio.gather(*(self._one(call, specs, approve) for call in calls))
+        self, calls: Sequence[ToolCall], specs: Mapping[str, ToolSpec], *, approve: Approver | None = None,
+        step: int = 0,
+    ) -> list[ChatMessage]:  # fmt: skip
+        """One tool message per call, in the calls' order; `step` is the round's number in the answer."""
+        texts = await asyncio.gather(*(self._one(call, specs, approve, step, i) for i, call in enumerate(calls)))
         return [
             ChatMessage(role="tool", text=text, tool_call_id=call.id, metadata={"tool": call.name})
             for call, text in zip(calls, texts, strict=True)
         ]
 
-    async def _one(self, call: ToolCall, specs: Mapping[str, ToolSpec], approve: Approver | None) -> str:
+    async def _one(
+        self, call: ToolCall, specs: Mapping[str, ToolSpec], approve: Approver | None, step: int, index: int
+    ) -> str:
         spec = specs.get(call.name)
         if spec is None:
             return self._done("unknown", "unknown", f"Error: there is no tool named {call.name!r}.", call)
@@ -74,7 +77,8 @@ class ToolRunner:
         except ValueError as exc:
             return self._done(spec.name, "invalid", f"Error: the arguments are not a JSON object ({exc}).", call)
         if spec.needs_approval:
-            refusal = await self._approval(spec, call, arguments, approve)
+            pending = PendingCall(call.id, spec.name, spec.server, spec.title, arguments, step=step, index=index)
+            refusal = await self._approval(spec, pending, approve)
             if refusal is not None:
                 return self._done(spec.name, "denied", refusal, call)
         log.debug("tool call %s(%s)", spec.name, call.arguments, extra={"tool": spec.name})
@@ -100,18 +104,17 @@ class ToolRunner:
             )
         return self._done(spec.name, outcome, text, call)
 
-    async def _approval(
-        self, spec: ToolSpec, call: ToolCall, arguments: dict[str, Any], approve: Approver | None
-    ) -> str | None:
+    async def _approval(self, spec: ToolSpec, pending: PendingCall, approve: Approver | None) -> str | None:
         """None when the call may run; else the result that says why not."""
         if approve is None:
             return NO_APPROVALS
-        pending = PendingCall(call.id, spec.name, spec.server, spec.title, arguments)
         try:
             approved = await approve(pending)
         except Exception as exc:  # an approval that cannot be asked is not an approval
             log.warning("approval for %s failed: %s: %s", spec.name, type(exc).__name__, exc)
             return NO_APPROVALS
+        if isinstance(approved, str):
+            return approved
         return None if approved else DENIED
 
     def _done(self, tool: str, outcome: str, text: str, call: ToolCall) -> str:

@@ -23,6 +23,7 @@ from core.gateway import Gateway
 from core.llm import OpenAIChatModel
 from core.settings import Settings
 from core.store import open_backend
+from core.store.approvals import ApprovalRecord
 from core.turns import IncomingMessage
 from tests.conftest import make_settings, openai_client
 from tests.fakes.discord_api import DEFAULT_TOKEN, FakeDiscord
@@ -132,6 +133,12 @@ class RecordedWriter:
 
     def working(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self._inner.working()
+
+    async def post_approval(self, record: ApprovalRecord) -> str:
+        return await self._inner.post_approval(record)  # type: ignore[attr-defined, no-any-return]
+
+    async def close_approval(self, record: ApprovalRecord) -> None:
+        await self._inner.close_approval(record)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

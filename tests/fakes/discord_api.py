@@ -359,6 +359,7 @@ class _Interaction:
     guild_id: int | None
     responded: bool = False
     original_message_id: int | None = None
+    message_id: int | None = None  # a component interaction: the message whose button was clicked
 
 
 @dataclass(frozen=True)
@@ -977,6 +978,46 @@ class FakeDiscord:
         self._emit(Dispatch("INTERACTION_CREATE", payload, guild_id), require_session=True)
         await self._flush()
         return SentInteraction(interaction.id, interaction.token, int(command["id"]), name)
+
+    async def send_component_interaction(
+        self, message_id: int, custom_id: str, *, user_id: int, token: str | None = None,
+        interaction_id: int | None = None, as_seen: JSONObject | None = None,
+    ) -> SentInteraction:  # fmt: skip
+        """Dispatch INTERACTION_CREATE for a click on the button ``custom_id`` of the bot's message ``message_id``.
+
+        Passing the ``interaction_id`` and ``token`` of an earlier click replays it (Discord refuses its response).
+        ``as_seen`` is the message as the user's client showed it (a copy taken earlier): a second click of a
+        double click was made on the prompt before the first click's edit reached the user.
+        """
+        message = as_seen if as_seen is not None else self.messages[message_id]
+        channel = self._channels[int(message["channel_id"])]
+        guild_id = channel.guild_id
+        user = self._ensure_user(user_id)
+        if guild_id is not None and user_id not in self._guilds[guild_id].nicks:
+            self.add_member(guild_id, user_id)
+        interaction = self._interactions.get(interaction_id or 0) or _Interaction(
+            self._next_snowflake(), token or f"fake-interaction-{secrets.token_urlsafe(24)}", channel.id, guild_id,
+            message_id=message_id,
+        )  # fmt: skip
+        self._interactions[interaction.id] = interaction
+        payload: JSONObject = {
+            "id": str(interaction.id), "application_id": str(self.application_id), "type": 3,
+            "token": interaction.token, "version": 1, "data": {"custom_id": custom_id, "component_type": 2},
+            "message": self._gateway_message(message, guild_id), "channel_id": str(channel.id),
+            "channel": self._channel_json(channel), "locale": "en-US", "app_permissions": str(_EVERYONE_PERMISSIONS),
+            "entitlements": [], "attachment_size_limit": 10 * 1024 * 1024,
+        }  # fmt: skip
+        if guild_id is None:
+            payload.update(user=user.to_json(), context=1, authorizing_integration_owners={"1": str(user.id)})
+        else:
+            member = {**self._member_json(self._guilds[guild_id], user.id), "permissions": str(_EVERYONE_PERMISSIONS)}
+            payload.update(
+                guild_id=str(guild_id), guild={"id": str(guild_id), "locale": "en-US", "features": []},
+                guild_locale="en-US", member=member, context=0, authorizing_integration_owners={"0": str(guild_id)},
+            )  # fmt: skip
+        self._emit(Dispatch("INTERACTION_CREATE", payload, guild_id), require_session=True)
+        await self._flush()
+        return SentInteraction(interaction.id, interaction.token, 0, custom_id)
 
     # -- waiting for what the bot did -----------------------------------------------------------------------------
 
@@ -1994,6 +2035,15 @@ class FakeDiscord:
             InteractionResponse(interaction.id, interaction.token, response_type, data)
         )
         message = self._original_response(interaction, response_type, data)
+        if response_type == 7 and interaction.message_id in self.messages:  # UPDATE_MESSAGE: the clicked message
+            clicked = self.messages[interaction.message_id]
+            self._apply_edit(clicked, data)
+            self.edits.put_nowait(
+                MessageEdit(int(clicked["id"]), interaction.channel_id, data.get("content"), data,
+                            data.get("allowed_mentions"), interaction.token)
+            )  # fmt: skip
+            self._echo("MESSAGE_UPDATE", clicked, self._channels[interaction.channel_id])
+            message = clicked
         if not _truthy_query(request.query.get("with_response")):
             return web.Response(status=204)
         return _json_response(self._callback_json(interaction, response_type, message))

@@ -1342,6 +1342,42 @@ class FakeSlack:
         payload = slash_command_payload(command, text, **fields)
         return await self.send_envelope("slash_commands", dict(payload), accepts_response_payload=True)
 
+    def block_action_payload(self, channel: str, ts: str, action_id: str, *, user: str, value: str = "") -> JsonDict:
+        """A ``block_actions`` payload: ``user`` clicked the button ``action_id`` of the bot's message ``ts``."""
+        message = self.message(channel, ts)
+        container = {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": False}
+        if message.thread_ts:
+            container["thread_ts"] = message.thread_ts
+        action = {
+            "type": "button", "action_id": action_id, "block_id": "approval", "value": value,
+            "action_ts": next_ts(), "text": {"type": "plain_text", "text": action_id},
+        }  # fmt: skip
+        return {
+            "type": "block_actions",
+            "user": {"id": user, "username": user, "name": user, "team_id": self.team_id},
+            "api_app_id": self.app_id,
+            "token": VERIFICATION_TOKEN,
+            "container": container,
+            "trigger_id": f"{uuid.uuid4().int % 10**12}.{uuid.uuid4().hex[:12]}",
+            "team": {"id": self.team_id, "domain": "fake"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": channel, "name": channel},
+            "message": self._payload(message),
+            "response_url": f"{self.base_url}response/{uuid.uuid4().hex}",
+            "actions": [action],
+        }
+
+    async def send_block_action(
+        self, channel: str, ts: str, action_id: str, *, user: str, value: str = "", envelope_id: str | None = None
+    ) -> str:
+        """Deliver a button click in an ``interactive`` envelope; returns the envelope_id.
+
+        The same ``envelope_id`` again is Slack's redelivery of an unacknowledged click.
+        """
+        payload = self.block_action_payload(channel, ts, action_id, user=user, value=value)
+        return await self.send_envelope("interactive", payload, envelope_id=envelope_id)
+
     async def wait_ack(self, envelope_id: str, timeout: float = 5.0) -> Ack:
         future = self._ack_future(envelope_id)
         try:

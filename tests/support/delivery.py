@@ -7,15 +7,18 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
+from core.approvals import Approvals
 from core.delivery import Delivery
 from core.gateway import Gateway
+from core.metrics import Metrics
 from core.model import ChatModel
 from core.settings import Settings
 from core.store import open_backend
+from core.store.approvals import ApprovalRecord
 from core.tools import Toolbox
 from core.turns import IncomingMessage
 
-__all__ = ["RecordingWriter", "Replies", "Runtime", "start_runtime", "stop_runtime"]
+__all__ = ["PromptingWriter", "RecordingWriter", "Replies", "Runtime", "start_runtime", "stop_runtime"]
 
 
 class RecordingWriter:
@@ -53,6 +56,20 @@ class RecordingWriter:
         yield
 
 
+class PromptingWriter(RecordingWriter):
+    """A writer that also posts approval prompts (`Replies.prompts`) and closes them (`Replies.closed`)."""
+
+    async def post_approval(self, record: ApprovalRecord) -> str:
+        ref = f"prompt-{len(self._replies.prompts)}"
+        self._replies.prompts.append(record)
+        self._replies.changed()
+        return ref
+
+    async def close_approval(self, record: ApprovalRecord) -> None:
+        self._replies.closed.append(record)
+        self._replies.changed()
+
+
 @dataclass
 class Replies:
     """The writer factory of the `test` platform: every final text by message key, in posting order."""
@@ -62,17 +79,33 @@ class Replies:
     order: list[str] = field(default_factory=list)
     writers: list[RecordingWriter] = field(default_factory=list)
     fail_posts: int = 0
+    prompting: bool = False  # writers post approval prompts (PromptingWriter)
+    prompts: list[ApprovalRecord] = field(default_factory=list)
+    closed: list[ApprovalRecord] = field(default_factory=list)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def __call__(self, incoming: IncomingMessage) -> RecordingWriter:
-        writer = RecordingWriter(incoming, self)
+        writer = (PromptingWriter if self.prompting else RecordingWriter)(incoming, self)
         self.writers.append(writer)
         return writer
 
     def finished(self, key: str, text: str, *, notice: bool = False) -> None:
         (self.notices if notice else self.texts).setdefault(key, []).append(text)
         self.order.append(key)
+        self.changed()
 
+    async def wait_prompts(self, count: int, *, timeout: float = 10) -> ApprovalRecord:
+        """The `count`th approval prompt posted."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: len(self.prompts) >= count)
+        return self.prompts[count - 1]
+
+    async def wait_closed(self, count: int, *, timeout: float = 10) -> ApprovalRecord:
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: len(self.closed) >= count)
+        return self.closed[count - 1]
+
+    def changed(self) -> None:
         async def notify() -> None:
             async with self._changed:
                 self._changed.notify_all()
@@ -109,14 +142,25 @@ async def start_runtime(
     platform: str = "test",
     progress_interval_seconds: float = 0.01,
     tools: Toolbox | None = None,
+    prompting: bool = False,
+    approval_poll_seconds: float = 0.5,
 ) -> Runtime:
-    """A gateway, its inbox and a running delivery runner serving `platform` into a `Replies`."""
+    """A gateway, its inbox and a running delivery runner serving `platform` into a `Replies`.
+
+    `prompting`: its writers post approval prompts; `approval_poll_seconds`: how often a waiting approval
+    reads its record (a click at another runtime).
+    """
     backend = open_backend(settings)
-    gateway = Gateway(settings, backend, model, tools=tools)
+    metrics = Metrics()
+    approvals = Approvals(
+        backend.approvals(), timeout_seconds=settings.approval_timeout_seconds, approvers=settings.approver_ids,
+        keep_seconds=settings.dedupe_ttl_seconds, poll_seconds=approval_poll_seconds, metrics=metrics,
+    )  # fmt: skip
+    gateway = Gateway(settings, backend, model, tools=tools, approvals=approvals, metrics=metrics)
     inbox = backend.inbox(lease_seconds=settings.lock_timeout_seconds, keep_seconds=settings.dedupe_ttl_seconds)
     delivery = Delivery(gateway, inbox, max_turns=settings.max_concurrent_turns,
                         progress_interval_seconds=progress_interval_seconds)  # fmt: skip
-    replies = Replies()
+    replies = Replies(prompting=prompting)
     delivery.serve(platform, replies)
     return Runtime(gateway, delivery, replies, asyncio.create_task(delivery.run()))
 
