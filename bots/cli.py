@@ -26,6 +26,7 @@ from core.health import HealthServer
 from core.llm import OfflineChatModel, OpenAIChatModel, model_from_settings
 from core.logs import configure_logging
 from core.messages import ChatMessage
+from core.redact import Redactor
 from core.settings import Settings, load_settings
 from core.store import MemoryBackend, open_backend
 
@@ -179,7 +180,7 @@ async def check(settings: Settings) -> int:
         if isinstance(model, OfflineChatModel):
             print("model: offline stand-in (set OPENAI_API_KEY or OPENAI_BASE_URL for a real model)")
         else:
-            failures += not await _check_model(model)
+            failures += not await _check_model(model, Redactor(settings.secret_values()))
     finally:
         await model.aclose()
     for name, needed in (("slack", ("slack_bot_token",)), ("discord", ("discord_token",))):
@@ -188,13 +189,13 @@ async def check(settings: Settings) -> int:
     return 1 if failures else 0
 
 
-async def _check_model(model: OpenAIChatModel) -> bool:
+async def _check_model(model: OpenAIChatModel, redact: Redactor) -> bool:
     try:
         await model.complete([ChatMessage(role="user", text="Reply with the word: ok")])
-    except ModelError as exc:
-        print(f"model: FAILED ({model.model_id}): {exc}")
+    except ModelError as exc:  # its text names the server's URL, credentials and all
+        print(redact(f"model: FAILED ({model.model_id}): {exc}"))
         return False
-    print(f"model: ok ({model.model_id} at {model.client.base_url})")
+    print(redact(f"model: ok ({model.model_id} at {model.client.base_url})"))
     return True
 
 
@@ -207,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     # A console chat drowns in INFO lines; an explicit LOG_LEVEL still wins.
     quiet = args.command != "run" or (args.adapters == ["console"] and "log_level" not in settings.model_fields_set)
-    configure_logging("WARNING" if quiet else settings.log_level, settings.log_format)
+    configure_logging("WARNING" if quiet else settings.log_level, settings.log_format, secrets=settings.secret_values())
     try:
         if args.command == "run":
             asyncio.run(run(settings, args))

@@ -6,18 +6,21 @@ tests build `Settings(_env_file=None, ...)` so a developer's `.env` cannot leak 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_serializer, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
+from core.redact import redact_url, url_secrets
 
 __all__ = ["REDIS_SCHEMES", "Settings", "env_example", "load_settings", "settings_table"]
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel")
+_URL_FIELDS = ("openai_base_url", "slack_api_url", "discord_api_url")
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 MemoryScope = Literal["user_channel", "channel", "thread"]
 
@@ -45,7 +48,7 @@ class Settings(BaseSettings):
     )
 
     # Memory
-    redis_url: str | None = Field(None, description="Redis URL; unset = embedded SQLite store under DATA_DIR")
+    redis_url: SecretStr | None = Field(None, description="Redis URL; unset = embedded SQLite store under DATA_DIR")
     redis_cluster: bool = Field(False, description="Treat REDIS_URL as a Redis Cluster node (or use redis+cluster://)")
     redis_sentinel_master: str | None = Field(None, description="Primary's name for redis+sentinel:// URLs")
     redis_timeout_seconds: float = Field(
@@ -108,15 +111,47 @@ class Settings(BaseSettings):
     def _upper_log_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", mode="before")
     @classmethod
-    def _check_redis_url(cls, value: str | None) -> str | None:
-        return _require_url(value, REDIS_SCHEMES, "REDIS_URL")
+    def _check_redis_url(cls, value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        return _require_url(value, REDIS_SCHEMES, "REDIS_URL") if value is None or isinstance(value, str) else value
 
     @field_validator("openai_base_url", "slack_api_url", "discord_api_url")
     @classmethod
     def _check_http_url(cls, value: str | None) -> str | None:
         return _require_url(value, ("http", "https"), "the URL")
+
+    # These URLs may carry credentials (userinfo, `?key=`): shown (repr, dumps) only redacted.
+    @field_serializer("openai_base_url", "slack_api_url", "discord_api_url")
+    def _shown_url(self, value: str | None) -> str | None:
+        return redact_url(value) if value is not None else None
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            shown = value
+            if name == "redis_url" and isinstance(value, SecretStr):
+                shown = redact_url(value.get_secret_value())  # where it points, without the password
+            elif name in _URL_FIELDS and isinstance(value, str):
+                shown = redact_url(value)
+            yield name, shown
+
+    @property
+    def redis_dsn(self) -> str | None:
+        """REDIS_URL itself, for the client that connects with it; show `repr(settings.redis_url)` instead."""
+        return self.redis_url.get_secret_value() if self.redis_url is not None else None
+
+    def secret_values(self) -> list[str]:
+        """Every secret value these settings hold (tokens, keys, URL credentials): logs mask them all."""
+        values = [
+            field.get_secret_value()
+            for field in (getattr(self, name) for name in type(self).model_fields)
+            if isinstance(field, SecretStr)
+        ]
+        for url in (self.redis_dsn, *(getattr(self, name) for name in _URL_FIELDS)):
+            values += url_secrets(url)
+        return [value for value in values if value]
 
     @property
     def store_max_messages(self) -> int | None:
