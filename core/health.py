@@ -34,7 +34,7 @@ class HealthServer:
         backend: MemoryBackend,
         metrics: Metrics,
         adapters: Sequence[_Connected],
-        host: str = "0.0.0.0",  # noqa: S104 -- container probes reach the pod address, not loopback
+        host: str = "127.0.0.1",  # HEALTH_HOST; the image sets 0.0.0.0, where probes come from outside
         port: int = 8080,
     ) -> None:
         self._backend = backend
@@ -53,9 +53,14 @@ class HealthServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self.port)
         await site.start()
-        server = site._server  # aiohttp exposes the bound socket only here; needed for port 0
-        if server is not None and server.sockets:  # type: ignore[attr-defined]  # an asyncio.Server
-            self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]  # as above
+        self.port = int(self.addresses[0][1])  # the port actually bound (HEALTH_PORT may be 0)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The (host, port) pairs it listens on; empty before `start()`."""
+        if self._runner is None:
+            return []
+        return [(str(address[0]), int(address[1])) for address in self._runner.addresses]
 
     async def stop(self) -> None:
         if self._runner is not None:

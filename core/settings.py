@@ -101,7 +101,9 @@ class Settings(BaseSettings):
 
     # Operations
     health_port: int = Field(8080, ge=0, le=65535, description="/healthz, /readyz and /metrics; 0 = off")
-    health_host: str = Field("0.0.0.0", description="Address the health server listens on")  # noqa: S104 -- probes come from outside the container
+    health_host: str = Field(
+        "127.0.0.1", description="Address the health server listens on; the image sets 0.0.0.0 for outside probes"
+    )
     shutdown_grace_seconds: float = Field(20.0, ge=0, description="On SIGTERM, how long in-flight turns may finish")
     log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
     log_format: Literal["text", "json"] = Field("text", description="text for people, json for machines")
