@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(None, description="Verifies HTTP-mode requests")
     slack_api_url: str | None = Field(None, description="Slack Web API base URL; unset = Slack's")
     slack_allow_bots: bool = Field(False, description="Answer other bots' messages")
+    host: str = Field(
+        "127.0.0.1", description="Address Slack HTTP mode listens on; the image sets 0.0.0.0 for Slack's requests"
+    )
     port: int = Field(3000, ge=0, le=65535, description="Slack HTTP mode listens here")
 
     # Discord
