@@ -28,7 +28,7 @@ from core.logs import configure_logging
 from core.messages import ChatMessage
 from core.redact import Redactor
 from core.settings import Settings, load_settings
-from core.store import MemoryBackend, open_backend
+from core.store import MemoryBackend, RedisConnection, open_backend
 
 __all__ = ["main"]
 
@@ -87,6 +87,34 @@ async def _require_store(backend: MemoryBackend) -> None:
         raise SystemExit(f"chat-gateway: the store is unreachable: {_describe(backend)}. Is it running?")
 
 
+async def _require_no_eviction(backend: MemoryBackend, allow: bool) -> None:
+    """Every gateway key has a TTL, so a `volatile-*` or `allkeys-*` policy may evict leases, dedupe records
+    and inbox entries under memory pressure: refuse such a Redis unless REDIS_ALLOW_EVICTION says otherwise.
+
+    Raises:
+        ConfigError: the policy may evict and REDIS_ALLOW_EVICTION is not set.
+    """
+    if not isinstance(backend, RedisConnection):
+        return
+    policy = await backend.maxmemory_policy()
+    if policy is None:
+        log.warning(
+            "could not check maxmemory-policy (CONFIG is not allowed on this Redis): make sure it is noeviction, "
+            "or Redis may evict leases, inbox entries and conversations under memory pressure"
+        )
+    elif policy != "noeviction" and not allow:
+        raise ConfigError(
+            f"Redis maxmemory-policy is {policy}: under memory pressure Redis would evict leases, inbox entries "
+            "and conversations. Set it to noeviction (CONFIG SET maxmemory-policy noeviction, or your service's "
+            "parameter group), or set REDIS_ALLOW_EVICTION=true to run anyway"
+        )
+    elif policy != "noeviction":
+        log.warning(
+            "Redis maxmemory-policy is %s and REDIS_ALLOW_EVICTION=true: running, but Redis may evict leases, "
+            "inbox entries and conversations under memory pressure", policy,
+        )  # fmt: skip
+
+
 def _describe(backend: MemoryBackend) -> str:
     describe = getattr(backend, "describe", None)
     return str(describe()) if callable(describe) else backend.kind
@@ -99,6 +127,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> None:
         stack.push_async_callback(backend.aclose)
         stack.push_async_callback(model.aclose)
         await _require_store(backend)
+        await _require_no_eviction(backend, settings.redis_allow_eviction)
         gateway = Gateway(settings, backend, model)
         delivery = build_delivery(settings, gateway)
         adapters = [build_adapter(name, settings, gateway, delivery, args) for name in dict.fromkeys(args.adapters)]
@@ -169,12 +198,20 @@ async def check(settings: Settings) -> int:
     """Print one line per part; 0 when everything answers."""
     failures = 0
     backend = open_backend(settings)
+    policy: str | None = None
     try:
         store_ok = await backend.ping()
+        if store_ok and isinstance(backend, RedisConnection):
+            policy = await backend.maxmemory_policy()
     finally:
         await backend.aclose()
     print(f"store: {'ok' if store_ok else 'UNREACHABLE'} ({_describe(backend)})")
     failures += not store_ok
+    if isinstance(backend, RedisConnection) and store_ok:
+        evicts = policy not in (None, "noeviction")
+        shown = policy or "not checked (CONFIG is not allowed)"
+        print(f"maxmemory-policy: {shown}{' (may evict: set noeviction)' if evicts else ''}")
+        failures += evicts and not settings.redis_allow_eviction
     model = model_from_settings(settings)
     try:
         if isinstance(model, OfflineChatModel):

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
         2.0, gt=0, description="Redis timeout per attempt; with 3 retries an outage is reported within ~4x this"
     )
     redis_pool_size: int = Field(50, ge=1, description="Most Redis connections one process opens")
+    redis_allow_eviction: bool = Field(
+        False, description="Start even if Redis's maxmemory-policy may evict keys (leases, inbox, memory)"
+    )
     data_dir: Path = Field(Path("data"), description="Where the embedded store keeps its SQLite file")
     key_prefix: str = Field("chat", min_length=1, pattern=r"^[^\s{}]+$", description="First part of every key")
     max_messages: int = Field(50, ge=0, description="Messages kept per conversation; 0 = unlimited")

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError, ResponseError
 
 from core.store.base import ThreadRef
 from core.store.keys import flag_key, parse_message_key, threads_pattern
@@ -103,6 +104,29 @@ class RedisConnection:
                     yield ThreadRef(*parsed)
         except RedisError as exc:
             raise translate_redis_error(exc, self.client, "listing threads") from exc
+
+    async def maxmemory_policy(self) -> str | None:
+        """Redis's `maxmemory-policy` (on a Cluster: the first primary's that is not `noeviction`, if any);
+        None where CONFIG is not allowed (managed services, ACLs, a renamed command).
+
+        Raises:
+            StoreError: Redis did not answer.
+        """
+        try:
+            if isinstance(self.client, RedisCluster):
+                await self.client.initialize()  # the primaries are known only once the slot map is
+                found = [
+                    await self.client.config_get("maxmemory-policy", target_nodes=node)
+                    for node in self.client.get_primaries()
+                ]
+            else:
+                found = [await self.client.config_get("maxmemory-policy")]
+        except ResponseError:
+            return None
+        except RedisError as exc:
+            raise translate_redis_error(exc, self.client, "CONFIG GET maxmemory-policy") from exc
+        policies = [str(reply.get("maxmemory-policy", "")) for reply in found]
+        return next((policy for policy in policies if policy != "noeviction"), policies[0] if policies else None)
 
     async def ping(self) -> bool:
         try:
