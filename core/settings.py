@@ -23,6 +23,7 @@ REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "
 _URL_FIELDS = ("openai_base_url", "slack_api_url", "discord_api_url")
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 MemoryScope = Literal["user_channel", "channel", "thread"]
+DmPolicy = Literal["open", "members", "off"]
 
 
 def _require_url(value: str | None, schemes: tuple[str, ...], name: str) -> str | None:
@@ -104,6 +105,11 @@ class Settings(BaseSettings):
     discord_shard_count: int | None = Field(None, ge=1, description="Run the sharded client with this many shards")
     discord_guild_ids: str | None = Field(None, description="Answer only in these guilds (comma-separated IDs)")
     discord_channel_ids: str | None = Field(None, description="Answer only in these channels (comma-separated IDs)")
+    discord_dm_policy: DmPolicy | None = Field(
+        None,
+        description="Who may DM the bot: open, members (of a DISCORD_GUILD_IDS guild) or off; "
+        "unset = members when DISCORD_GUILD_IDS is set, else open",
+    )
 
     # Operations
     health_port: int = Field(8080, ge=0, le=65535, description="/healthz, /readyz and /metrics; 0 = off")

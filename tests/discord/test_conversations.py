@@ -182,7 +182,7 @@ async def test_channel_allow_list_admits_its_channels_and_their_threads_only(
         assert (await bot.fake.next_message()).channel_id == THREAD_ID
         await bot.say("here")
         assert (await bot.fake.next_message()).channel_id == CHANNEL_ID
-        await bot.say("a DM", channel_id=DM_CHANNEL_ID, mention=False)  # the allow-lists govern guilds only
+        await bot.say("a DM", channel_id=DM_CHANNEL_ID, mention=False)  # no guild list: DMs are open by default
         assert (await bot.fake.next_message()).channel_id == DM_CHANNEL_ID
         handled = [(await bot.delivery.next_received())[0].text for _ in range(3)]
         assert handled == ["in the thread", "here", "a DM"]
@@ -191,10 +191,10 @@ async def test_channel_allow_list_admits_its_channels_and_their_threads_only(
 async def test_guild_allow_list_excludes_other_guilds(
     start_bot: BotFactory, settings_for: SettingsFactory, fake: FakeDiscord
 ) -> None:
-    settings = settings_for(fake).model_copy(update={"discord_guild_ids": [GUILD_ID + 1]})
+    settings = settings_for(fake).model_copy(update={"discord_guild_ids": [GUILD_ID + 1], "discord_dm_policy": "open"})
     async with start_bot(settings=settings) as bot:
         await bot.say("anyone?")
-        await bot.say("a DM", channel_id=DM_CHANNEL_ID, mention=False)
+        await bot.say("a DM", channel_id=DM_CHANNEL_ID, mention=False)  # DMs opened explicitly (test_access.py)
         assert (await bot.fake.next_message()).channel_id == DM_CHANNEL_ID
         assert (await bot.delivery.next_received())[0].text == "a DM"
         assert bot.delivery.received.empty()
