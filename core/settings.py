@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(None, description="Verifies HTTP-mode requests")
     slack_api_url: str | None = Field(None, description="Slack Web API base URL; unset = Slack's")
     slack_allow_bots: bool = Field(False, description="Answer other bots' messages")
+    slack_channel_ids: str | None = Field(None, description="Answer only in these channels (comma-separated IDs)")
+    slack_dm_policy: DmPolicy | None = Field(
+        None,
+        description="Who may DM the bot: open, members (of a SLACK_CHANNEL_IDS channel) or off; "
+        "unset = members when SLACK_CHANNEL_IDS is set, else open",
+    )
     host: str = Field(
         "127.0.0.1", description="Address Slack HTTP mode listens on; the image sets 0.0.0.0 for Slack's requests"
     )

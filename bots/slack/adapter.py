@@ -32,6 +32,7 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.slack.access import SlackAccess, parse_channel_ids
 from bots.slack.http_server import HttpLimits, LimitedHttpServer
 from bots.slack.incoming import PLATFORM
 from bots.slack.listeners import SlackListeners, SlackWriters
@@ -107,7 +108,7 @@ class SlackAdapter:
 
     Raises:
         ConfigError: SLACK_BOT_TOKEN is missing or no xoxb- token, SLACK_APP_TOKEN is no xapp-
-            token, or HTTP mode lacks SLACK_SIGNING_SECRET.
+            token, HTTP mode lacks SLACK_SIGNING_SECRET, or SLACK_CHANNEL_IDS holds no channel ID.
     """
 
     name = PLATFORM
@@ -166,9 +167,12 @@ class SlackAdapter:
             client=self.client, progress_client=progress_client, flags=gateway.backend,
             thread_ttl_seconds=settings.store_ttl_seconds,
         )  # fmt: skip
+        access = SlackAccess(
+            self.client, channel_ids=parse_channel_ids(settings.slack_channel_ids), dm_policy=settings.slack_dm_policy
+        )
         SlackListeners(
             delivery=delivery, writers=self._writers, flags=gateway.backend, allow_bots=settings.slack_allow_bots,
-            on_outcome=on_outcome,
+            access=access, on_outcome=on_outcome,
         ).register(self.app)  # fmt: skip
         self._socket: AsyncSocketModeHandler | None = None
         self._http: LimitedHttpServer | None = None

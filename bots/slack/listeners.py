@@ -8,7 +8,7 @@ The turn itself runs in the core's delivery runner, which posts through `writers
 
 from __future__ import annotations
 
-__all__ = ["NOT_STORED", "SlackListeners", "SlackWriters"]
+__all__ = ["NOT_HERE", "NOT_STORED", "SlackListeners", "SlackWriters"]
 
 import asyncio
 import logging
@@ -21,6 +21,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bots.slack.access import SlackAccess
 from bots.slack.incoming import PLATFORM, SlackMessage, message_from_command, message_from_event, slack_message
 from bots.slack.indicator import WorkingIndicator
 from bots.slack.text import neutralise
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # Slack retries an event it has no 200 for within 3 s: storing it must end well before.
 _INTAKE_SECONDS = 2.5
+NOT_HERE = "I'm not enabled in this channel."
 NOT_STORED = (
     "My memory is unreachable right now, so I could not take your message yet. "
     "Slack will send it to me again; if I have not answered in a few minutes, please resend it."
@@ -126,8 +128,10 @@ class SlackListeners:
         writers: SlackWriters,
         flags: Flags,
         allow_bots: bool,
+        access: SlackAccess,
         on_outcome: OutcomeHook | None = None,
     ) -> None:
+        self._access = access
         self._delivery = delivery
         self._writers = writers
         self._flags = flags
@@ -147,13 +151,23 @@ class SlackListeners:
         message = message_from_event(
             body, bot_user_id=context.bot_user_id, bot_id=context.bot_id, allow_bots=self._allow_bots
         )
-        if message is None or (message.needs_participation and not await self._takes_part(message)):
+        if (
+            message is None
+            or not await self._access.allows(channel=message.channel, user=message.user, is_dm=message.is_dm)
+            or (message.needs_participation and not await self._takes_part(message))
+        ):
             self._ignored(str(body.get("event_id", "")))
             return
         await self._receive(message.incoming, first_try=not request.headers.get("x-slack-retry-num"))
 
     async def on_command(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         incoming = message_from_command(body)
+        if incoming is not None and not await self._access.allows(
+            channel=incoming.metadata["channel"], user=incoming.user_id, is_dm=incoming.metadata["channel"][:1] == "D"
+        ):
+            await ack(text=NOT_HERE)
+            self._ignored(str(body.get("trigger_id", "")))
+            return
         if incoming is not None:
             await self._receive(incoming, first_try=True)
         else:
