@@ -89,11 +89,14 @@ class Gateway:
         if command is not None:
             text, clear = await self._run_command(command, incoming, thread_id, history)
             return Answer(Reply(text, kind="command", thread_id=thread_id), clear=clear)
-        limited = self._check_limits(incoming, thread_id, hits)
+        limited = self.refusal(incoming, history, hits)
         if limited is not None:
             return Answer(limited)
         log.debug("message text: %s", incoming.text)
-        prompt = ChatMessage(role="user", text=incoming.text, author_id=incoming.user_id)
+        prompt = ChatMessage(
+            role="user", text=incoming.text, author_id=incoming.user_id,
+            metadata={"from_bot": True} if incoming.from_bot else {},
+        )  # fmt: skip
         seconds = self._settings.model_timeout_seconds
         try:
             async with asyncio.timeout(seconds):  # the model call only: reads and writes have their own bounds
@@ -111,6 +114,23 @@ class Gateway:
         self.metrics.model_errors.labels(incoming.platform).inc()
         log.warning("turn failed: %s", exc, extra={"outcome": type(exc).__name__})
         return Answer(Reply(exc.user_message, kind="error", thread_id=thread_id))
+
+    def refusal(self, incoming: IncomingMessage, history: Sequence[ChatMessage], hits: int) -> Reply | None:
+        """Why `incoming` gets no model turn: over a limit, or a bot past MAX_BOT_TURNS in a row; None: answer it.
+
+        A person is told once per rate window; a bot is never told anything (a notice would be one more
+        message for it to answer, and the loop would go on).
+        """
+        thread_id = self.thread_id(incoming)
+        cap = self._settings.max_bot_turns
+        if incoming.from_bot and cap and _bot_streak(history) >= cap:
+            log.info("bot turn cap reached: %d bot messages in a row get no answer until a person writes", cap,
+                     extra={"outcome": "bot_cap"})  # fmt: skip
+            return Reply("", kind="silent", thread_id=thread_id)
+        limited = self._check_limits(incoming, thread_id, hits)
+        if limited is not None and incoming.from_bot:
+            return Reply("", kind="silent", thread_id=thread_id)
+        return limited
 
     def _check_limits(self, incoming: IncomingMessage, thread_id: str, hits: int) -> Reply | None:
         limit = self._settings.max_input_chars
@@ -147,3 +167,15 @@ class Gateway:
             expiry = f"They are forgotten after {describe_duration(ttl)} without activity{remaining}."
         text = f"I remember {count} message{'' if count == 1 else 's'} of our conversation here{cap}. {expiry}"
         return text, False
+
+
+def _bot_streak(history: Sequence[ChatMessage]) -> int:
+    """How many of the newest user messages in a row bots wrote (a person's message ends the streak)."""
+    streak = 0
+    for message in reversed(history):
+        if message.role != "user":
+            continue
+        if not message.metadata.get("from_bot"):
+            break
+        streak += 1
+    return streak

@@ -104,6 +104,7 @@ class AnswerPolicy:
             channel_id=str(message.channel.id),
             text=strip_mention(message.content, me.id, role_id),
             metadata=metadata,
+            from_bot=message.author.bot,
         )
 
 

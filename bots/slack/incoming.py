@@ -118,6 +118,7 @@ def message_from_event(
         text=_clean_text(str(event.get("text") or ""), bot_user_id),
         thread_ref=thread_ts or (None if is_dm else ts),
         turn_key=f"{team}:{channel}:{ts}",
+        from_bot=bool(event.get("bot_id")) or event.get("subtype") == "bot_message",
         # Everything a writer needs, in whichever process answers: the inbox keeps it with the message.
         metadata={
             "team_id": team, "channel": str(channel), "ts": str(ts), "reply_thread_ts": reply_thread_ts or "",

@@ -313,3 +313,30 @@ async def test_max_context_tokens_drops_the_oldest_history_first(
     assert sent[0] == {"role": "system", "content": "S"} and sent[-1]["content"].startswith("message number 5")
     assert 2 <= len(sent) < 12  # some history went
     assert all("message number 0" not in m["content"] for m in sent)  # the oldest first
+
+
+async def test_bots_get_at_most_max_bot_turns_in_a_row_and_a_human_message_resets_the_count(
+    runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
+) -> None:
+    rt = await runtime_factory(memory_scope="channel", max_bot_turns=3, rate_limit_per_minute=0)
+    bot_messages = [msg(f"beep {i}", user="B1", from_bot=True) for i in range(5)]
+    for message in bot_messages:
+        await rt.delivery.receive(message)
+    human = msg("a human speaks", user="U1")
+    assert await rt.ask(human) == "echo: a human speaks"  # turns run in order: the bots' are done by now
+    assert [rt.replies.texts.get(m.dedupe_key) for m in bot_messages] == [
+        ["echo: beep 0"], ["echo: beep 1"], ["echo: beep 2"], None, None,
+    ]  # fmt: skip
+    assert not rt.replies.notices and len(fake_openai.requests) == 4  # the silenced ones never reach the model
+    assert await rt.ask(msg("beep again", user="B1", from_bot=True)) == "echo: beep again"
+
+
+async def test_a_bot_over_a_limit_gets_no_notice(runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI) -> None:
+    rt = await runtime_factory(memory_scope="channel", rate_limit_per_minute=1, max_input_chars=50)
+    first, fast, long = (msg(t, user="B1", from_bot=True) for t in ("one", "two", "x" * 51))
+    for message in (first, fast, long):
+        await rt.delivery.receive(message)
+    assert await rt.ask(msg("human", user="U1")) == "echo: human"
+    assert rt.replies.texts.get(first.dedupe_key) == ["echo: one"]
+    assert fast.dedupe_key not in rt.replies.texts and long.dedupe_key not in rt.replies.texts
+    assert not rt.replies.notices and len(fake_openai.requests) == 2

@@ -153,7 +153,17 @@ async def test_other_bots_are_answered_with_discord_allow_bots(start_bot: BotFac
         await bot.say("echo to myself", author_id=BOT_ID)  # the bot's own messages stay ignored
         await bot.say("after")
         assert (await bot.fake.next_message()).content == "echo: after"
-        assert [(await bot.delivery.next_received())[0].text for _ in range(2)] == ["beep", "after"]
+        received = [(await bot.delivery.next_received())[0] for _ in range(2)]
+        assert [(m.text, m.from_bot) for m in received] == [("beep", True), ("after", False)]
+
+
+async def test_two_bots_cannot_talk_forever(start_bot: BotFactory) -> None:
+    async with start_bot(discord_allow_bots=True, memory_scope="channel", max_bot_turns=2) as bot:
+        for i in range(3):
+            await bot.say(f"beep {i}", author_id=OTHER_BOT_ID)
+        await bot.say("a human")
+        contents = [(await bot.fake.next_message()).content for _ in range(3)]
+        assert contents == ["echo: beep 0", "echo: beep 1", "echo: a human"]  # the third beep got nothing
 
 
 async def test_typed_commands_work_in_dms_and_mentions(bot: Bot) -> None:
