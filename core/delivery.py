@@ -295,8 +295,9 @@ class Delivery:
     async def _answer(self, claim: Claim, incoming: IncomingMessage, writer: ReplyWriter) -> Answer:
         pump = ProgressPump(self._progress(writer, claim), self._interval)
         try:
-            async with writer.working():
-                return await self._gateway.answer(incoming, claim.history, hits=claim.record.hits, on_text=pump.update)
+            return await self._gateway.answer(
+                incoming, claim.history, hits=claim.record.hits, on_text=pump.update, working=writer.working
+            )
         finally:
             await pump.close()
 

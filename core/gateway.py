@@ -9,8 +9,10 @@ stored nothing, and the reply says so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from core.agent import Agent, ChatModel
@@ -82,16 +84,31 @@ class Gateway:
         *,
         hits: int = 0,
         on_text: ProgressCallback | None = None,
+        working: Callable[[], AbstractAsyncContextManager[None]] | None = None,
     ) -> Answer:
-        """The answer to `incoming` after `history`; `hits` is the sender's count in the rate window."""
+        """The answer to `incoming` after `history`; `hits` is the sender's count in the rate window.
+
+        Limits come first, commands included; only a message that passes them enters `working()` (the
+        platform's "working on it" indicator), so a refused one costs the platform at most its one notice.
+        """
         thread_id = self.thread_id(incoming)
+        limited = self.refusal(incoming, history, hits)
+        if limited is not None:
+            return Answer(limited)
+        async with working() if working is not None else contextlib.nullcontext():
+            return await self._answer(incoming, history, thread_id, on_text)
+
+    async def _answer(
+        self,
+        incoming: IncomingMessage,
+        history: Sequence[ChatMessage],
+        thread_id: str,
+        on_text: ProgressCallback | None,
+    ) -> Answer:
         command = parse_command(incoming.text)
         if command is not None:
             text, clear = await self._run_command(command, incoming, thread_id, history)
             return Answer(Reply(text, kind="command", thread_id=thread_id), clear=clear)
-        limited = self.refusal(incoming, history, hits)
-        if limited is not None:
-            return Answer(limited)
         log.debug("message text: %s", incoming.text)
         prompt = ChatMessage(
             role="user", text=incoming.text, author_id=incoming.user_id,

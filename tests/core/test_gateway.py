@@ -340,3 +340,17 @@ async def test_a_bot_over_a_limit_gets_no_notice(runtime_factory: RuntimeFactory
     assert rt.replies.texts.get(first.dedupe_key) == ["echo: one"]
     assert fast.dedupe_key not in rt.replies.texts and long.dedupe_key not in rt.replies.texts
     assert not rt.replies.notices and len(fake_openai.requests) == 2
+
+
+async def test_commands_count_against_the_rate_limit_and_are_refused_over_it(
+    runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
+) -> None:
+    rt = await runtime_factory(rate_limit_per_minute=2)
+    assert await rt.ask(msg("m0")) == "echo: m0"
+    assert "I remember 2 messages" in await rt.ask(msg("memory"))
+    assert "faster than I can answer" in await rt.ask(msg("help"))  # the third message this minute
+    quiet = msg("reset")
+    await rt.delivery.receive(quiet)
+    assert await rt.ask(msg("me too", user="U2")) == "echo: me too"
+    assert quiet.dedupe_key not in rt.replies.texts  # over the limit: no second notice, and no reset either
+    assert await history(rt, "user_U1_session_C1") == ["m0", "echo: m0"]

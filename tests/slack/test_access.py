@@ -62,3 +62,15 @@ def test_channel_ids_are_parsed_and_a_channel_name_is_refused() -> None:
     assert parse_channel_ids("C01, G02 C03") == {"C01", "G02", "C03"} and parse_channel_ids(None) == frozenset()
     with pytest.raises(ConfigError, match="SLACK_CHANNEL_IDS: 'general' is not a channel ID"):
         parse_channel_ids("C01,general")
+
+
+async def test_over_the_rate_limit_one_notice_per_window_and_no_other_slack_call(start_slack: StartSlack) -> None:
+    rig = await start_slack(rate_limit_per_minute=2)
+    for text in ("one", "two", "three", "four", "help"):
+        await rig.deliver(im_message(text))
+        assert (await rig.outcome()).result == "answered"
+    texts = rig.reply_texts("D1")
+    assert texts[:2] == ["echo: one", "echo: two"] and len(texts) == 3 and "faster than I can answer" in texts[2]
+    assert len(rig.slack.calls_to("reactions.add")) == 2  # the answered two only: a refusal shows no indicator
+    assert len(rig.slack.calls_to("reactions.remove")) == 2
+    assert len(rig.slack.calls_to("chat.postMessage")) == 3
