@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(None, description="Verifies HTTP-mode requests")
     slack_api_url: str | None = Field(None, description="Slack Web API base URL; unset = Slack's")
     slack_allow_bots: bool = Field(False, description="Answer other bots' messages")
+    slack_allow_user_mentions: bool = Field(
+        False, description="Let replies mention users and user groups (<@U…>); @here/@channel never ping"
+    )
     slack_channel_ids: str | None = Field(None, description="Answer only in these channels (comma-separated IDs)")
     slack_dm_policy: DmPolicy | None = Field(
         None,

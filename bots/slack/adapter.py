@@ -165,7 +165,7 @@ class SlackAdapter:
         )
         self._writers = SlackWriters(
             client=self.client, progress_client=progress_client, flags=gateway.backend,
-            thread_ttl_seconds=settings.store_ttl_seconds,
+            thread_ttl_seconds=settings.store_ttl_seconds, allow_user_mentions=settings.slack_allow_user_mentions,
         )  # fmt: skip
         access = SlackAccess(
             self.client, channel_ids=parse_channel_ids(settings.slack_channel_ids), dm_policy=settings.slack_dm_policy

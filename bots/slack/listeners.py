@@ -46,8 +46,15 @@ class SlackWriters:
     """The `ReplyWriter` of each Slack message, built from what the inbox stored: any process can post it."""
 
     def __init__(
-        self, *, client: AsyncWebClient, progress_client: AsyncWebClient, flags: Flags, thread_ttl_seconds: int | None
+        self,
+        *,
+        client: AsyncWebClient,
+        progress_client: AsyncWebClient,
+        flags: Flags,
+        thread_ttl_seconds: int | None,
+        allow_user_mentions: bool = False,
     ) -> None:
+        self._allow_mentions = allow_user_mentions
         self._client = client
         self._progress_client = progress_client
         self._flags = flags
@@ -57,7 +64,7 @@ class SlackWriters:
     def __call__(self, incoming: IncomingMessage) -> ReplyWriter:
         response_url = incoming.metadata.get("response_url")
         if response_url:
-            return CommandReply(response_url)
+            return CommandReply(response_url, allow_user_mentions=self._allow_mentions)
         message = slack_message(incoming)
         return SlackReply(
             self._client,
@@ -69,6 +76,7 @@ class SlackWriters:
             message_key=incoming.dedupe_key,
             working=lambda: self._indicator.shown(message),
             on_posted=lambda: self._remember_thread(message),
+            allow_user_mentions=self._allow_mentions,
         )
 
     async def _remember_thread(self, message: SlackMessage) -> None:
@@ -84,8 +92,9 @@ class SlackWriters:
 class CommandReply:
     """A slash command's ephemeral answer through its response_url."""
 
-    def __init__(self, response_url: str) -> None:
+    def __init__(self, response_url: str, *, allow_user_mentions: bool = False) -> None:
         self._url = response_url
+        self._allow_mentions = allow_user_mentions
         self.posted: list[str] = []
 
     def resume(self, posted: Any) -> None:
@@ -97,7 +106,9 @@ class CommandReply:
     async def finish(self, text: str) -> None:
         if self.posted:  # already answered by an earlier owner
             return
-        response = await AsyncWebhookClient(self._url).send(text=neutralise(text), response_type="ephemeral")
+        response = await AsyncWebhookClient(self._url).send(
+            text=neutralise(text, allow_user_mentions=self._allow_mentions), response_type="ephemeral"
+        )
         if response.status_code != 200:
             raise RuntimeError(f"response_url answered HTTP {response.status_code}")
         self.posted.append("response_url")
