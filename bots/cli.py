@@ -28,7 +28,7 @@ from core.logs import configure_logging
 from core.messages import ChatMessage
 from core.redact import Redactor
 from core.settings import Settings, load_settings
-from core.store import MemoryBackend, RedisConnection, open_backend
+from core.store import MemoryBackend, RedisConnection, ThreadRef, open_backend
 
 __all__ = ["main"]
 
@@ -56,9 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--namespace", help="platform: slack, discord, console")
     listing.add_argument("--match", help="glob on the thread ID, e.g. 'user_U123_*'")
     for verb in ("show", "clear"):
-        one = verbs.add_parser(verb, help=f"{verb} one thread")
+        one = verbs.add_parser(verb, help=f"{verb} one thread (every namespace is searched unless --namespace)")
         one.add_argument("thread_id")
         one.add_argument("--namespace", help="platform: slack, discord, console")
+        if verb == "clear":
+            one.add_argument("--force", action="store_true", help="clear even while a turn holds its lease")
     commands.add_parser("check", help="check the store and the model, and say what is wrong")
     return parser
 
@@ -183,15 +185,63 @@ async def threads(settings: Settings, args: argparse.Namespace) -> None:
             async for ref in backend.iter_threads(args.namespace, args.match):
                 print(f"{ref.namespace or '-'}\t{ref.thread_id}")
             return
-        store = backend.store(args.thread_id, args.namespace)
+        ref = await _one_conversation(backend, args.thread_id, args.namespace)
         if args.verb == "clear":
-            await store.clear()
-            print(f"cleared {args.thread_id}")
+            await _clear(backend, ref, settings, force=args.force)
             return
-        for message in await store.list_messages():
+        messages = await backend.store(ref.thread_id, ref.namespace).list_messages()
+        if not messages:
+            print(f"{ref.thread_id} in namespace {ref.namespace or '-'}: no messages stored (only delivery records)")
+        for message in messages:
             print(f"[{message.created_at:%Y-%m-%d %H:%M:%S}] {message.role}: {message.text}")
     finally:
         await backend.aclose()
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"chat-gateway: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+async def _one_conversation(backend: MemoryBackend, thread_id: str, namespace: str | None) -> ThreadRef:
+    """The one conversation `thread_id` names: in `namespace`, or the only namespace holding it."""
+    found = await backend.find_conversations(thread_id)
+    if namespace is not None:
+        found = [ref for ref in found if ref.namespace == namespace]
+    where = f" in namespace {namespace}" if namespace is not None else " in any namespace"
+    if not found:
+        _fail(f"nothing stored for {thread_id}{where}", 1)
+    if len(found) > 1:
+        names = ", ".join(sorted(ref.namespace or "-" for ref in found))
+        _fail(f"{thread_id} exists in several namespaces ({names}): choose one with --namespace", 2)
+    return found[0]
+
+
+def _thread_flags(ref: ThreadRef) -> list[str]:
+    if ref.namespace != "slack":
+        return []
+    incoming = importlib.import_module("bots.slack.incoming")  # loads slack-bolt only for Slack's threads
+    flags: list[str] = incoming.thread_flags(ref.thread_id)
+    return flags
+
+
+async def _clear(backend: MemoryBackend, ref: ThreadRef, settings: Settings, *, force: bool) -> None:
+    cleared = await backend.clear_conversation(
+        ref, lease_seconds=settings.lock_timeout_seconds, force=force, flags=_thread_flags(ref)
+    )
+    if cleared.busy_seconds is not None:
+        _fail(
+            f"a turn is answering in {ref.thread_id} right now (its lease runs about {cleared.busy_seconds:.0f} s "
+            "more); nothing was cleared. Try again, or pass --force to clear it under the running turn",
+            1,
+        )
+    plural = "" if cleared.messages == 1 else "s"
+    waiting = f", {cleared.waiting} message{'' if cleared.waiting == 1 else 's'} waiting in the inbox"
+    print(f"cleared {ref.thread_id} in namespace {ref.namespace or '-'}: {cleared.messages} message{plural}{waiting}")
+    for key in (*cleared.keys, *cleared.flags):
+        print(f"  deleted {key}")
+    if cleared.index is not None:
+        print(f"  removed {ref.thread_id} from {cleared.index}")
 
 
 async def check(settings: Settings) -> int:
