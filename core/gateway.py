@@ -170,11 +170,18 @@ class Gateway:
         self, command: Command, incoming: IncomingMessage, thread_id: str, history: Sequence[ChatMessage]
     ) -> tuple[str, bool]:
         max_messages, ttl = self._settings.store_max_messages, self._settings.store_ttl_seconds
+        what = self._conversation_name(incoming)
+        count = len(history)
+        messages = f"{count} message{'' if count == 1 else 's'}"
         if command == "reset":
-            return "Done: I've forgotten our conversation here. We start fresh.", True
+            if count:
+                return f"Done: I've forgotten the {messages} of {what}. We start fresh.", True
+            text = f"There was nothing to forget in {what}."
+            if self._settings.memory_scope == "thread" and not incoming.thread_ref:
+                text += " Here each thread has its own conversation: write `reset` in the thread to forget it."
+            return text, True
         if command == "help":
             return help_text(max_messages, ttl), False
-        count = len(history)
         cap = f" (I keep the last {max_messages})" if max_messages else ""
         if not ttl:
             expiry = "They never expire; `reset` forgets them."
@@ -182,8 +189,16 @@ class Gateway:
             left = await self._backend.store(thread_id, incoming.platform).ttl_seconds_left() if count else None
             remaining = f" — {describe_duration(left)} from now" if left is not None else ""
             expiry = f"They are forgotten after {describe_duration(ttl)} without activity{remaining}."
-        text = f"I remember {count} message{'' if count == 1 else 's'} of our conversation here{cap}. {expiry}"
-        return text, False
+        return f"I remember {messages} of {what}{cap}. {expiry}", False
+
+    def _conversation_name(self, incoming: IncomingMessage) -> str:
+        """The conversation a command acts on, in the user's words (MEMORY_SCOPE decides which it is)."""
+        scope = self._settings.memory_scope
+        if scope == "channel":
+            return "this channel's shared conversation"
+        if scope == "thread":
+            return "this thread's conversation" if incoming.thread_ref else "this channel's conversation"
+        return "your conversation with me in this channel"
 
 
 def _bot_streak(history: Sequence[ChatMessage]) -> int:

@@ -354,3 +354,44 @@ async def test_commands_count_against_the_rate_limit_and_are_refused_over_it(
     assert await rt.ask(msg("me too", user="U2")) == "echo: me too"
     assert quiet.dedupe_key not in rt.replies.texts  # over the limit: no second notice, and no reset either
     assert await history(rt, "user_U1_session_C1") == ["m0", "echo: m0"]
+
+
+async def test_reset_in_a_thread_forgets_that_thread_and_says_so(runtime_factory: RuntimeFactory) -> None:
+    rt = await runtime_factory(memory_scope="thread")
+    await rt.ask(msg("in thread A", thread_ref="100.1"))
+    await rt.ask(msg("in thread B", thread_ref="200.2"))
+    reply = await rt.ask(msg("reset", thread_ref="100.1"))
+    assert reply == "Done: I've forgotten the 2 messages of this thread's conversation. We start fresh."
+    assert await history(rt, "channel_C1_thread_100.1") == []
+    assert await history(rt, "channel_C1_thread_200.2") == ["in thread B", "echo: in thread B"]
+
+
+async def test_reset_outside_any_thread_in_thread_scope_forgets_nothing_and_says_where_to_reset(
+    runtime_factory: RuntimeFactory,
+) -> None:
+    rt = await runtime_factory(memory_scope="thread")
+    await rt.ask(msg("in thread A", thread_ref="100.1"))
+    reply = await rt.ask(msg("/reset"))  # a Slack slash command: Slack never sends one from inside a thread
+    assert reply.startswith("There was nothing to forget in this channel's conversation.")
+    assert "each thread has its own" in reply and "`reset` in" in reply
+    assert await history(rt, "channel_C1_thread_100.1") == ["in thread A", "echo: in thread A"]
+
+
+@pytest.mark.parametrize(
+    "scope,what",
+    [
+        ("user_channel", "your conversation with me in this channel"),
+        ("channel", "this channel's shared conversation"),
+        ("thread", "this thread's conversation"),
+    ],
+)
+async def test_each_command_reply_names_the_conversation_it_acted_on(
+    runtime_factory: RuntimeFactory, scope: str, what: str
+) -> None:
+    rt = await runtime_factory(memory_scope=scope)
+    await rt.ask(msg("hi", thread_ref="100.1"))
+    assert (await rt.ask(msg("memory", thread_ref="100.1"))).startswith(f"I remember 2 messages of {what}")
+    assert await rt.ask(msg("reset", thread_ref="100.1")) == (
+        f"Done: I've forgotten the 2 messages of {what}. We start fresh."
+    )
+    assert await rt.ask(msg("reset", thread_ref="100.1")) == f"There was nothing to forget in {what}."
