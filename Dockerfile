@@ -14,7 +14,8 @@ RUN /opt/venv/bin/pip install --no-deps /src
 FROM python:3.11-slim-bookworm
 RUN useradd --system --uid 10001 --create-home --home-dir /app chatgw
 COPY --from=build /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 DATA_DIR=/app/data HEALTH_PORT=8080 PORT=3000
+# Inside a container the listeners must face the pod/container address: probes and Slack come from outside.
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 DATA_DIR=/app/data HEALTH_PORT=8080 HEALTH_HOST=0.0.0.0 HOST=0.0.0.0 PORT=3000
 WORKDIR /app
 USER 10001
 EXPOSE 3000 8080

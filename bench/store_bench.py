@@ -10,7 +10,8 @@ thread. Three contenders run the same turns, interleaved over several rounds (be
   built per store.
 
 Round trips are counted on the client socket (one `send_packed_command` = one round trip); commands
-come from the server's INFO commandstats. Without --redis-url a redis-server is started on a free port.
+come from the server's INFO commandstats. Without --redis-url a redis-server is started on a free port,
+with `--aof everysec` or `--aof always` persisting as docker-compose.yml's Redis does (README Durability).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from redis.asyncio import Connection, Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.redis_server import run_with_redis
+from bench.redis_server import add_redis_arguments, run_with_redis
 from core.messages import ChatMessage
 from core.store import RedisConnection
 
@@ -167,7 +168,7 @@ async def main(args: argparse.Namespace) -> None:
 
 def report(best: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
     print(f"store_bench: {args.threads} threads x {args.turns} turns, concurrency {args.concurrency}, "
-          f"max_messages {args.max_messages}, best of {args.rounds} rounds")  # fmt: skip
+          f"max_messages {args.max_messages}, best of {args.rounds} rounds, AOF fsync: {args.aof_note}")  # fmt: skip
     columns = ["turns/s", "p50 ms", "p99 ms", "round trips/turn", "commands/turn"]
     print(f"{'':26}" + "".join(f"{c:>18}" for c in columns))
     for name, row in best.items():
@@ -181,7 +182,7 @@ def report(best: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--redis-url", help="default: start a redis-server on a free port")
+    add_redis_arguments(parser)
     parser.add_argument("--threads", type=int, default=200)
     parser.add_argument("--turns", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=32)

@@ -26,8 +26,9 @@ from core.health import HealthServer
 from core.llm import OfflineChatModel, OpenAIChatModel, model_from_settings
 from core.logs import configure_logging
 from core.messages import ChatMessage
+from core.redact import Redactor
 from core.settings import Settings, load_settings
-from core.store import MemoryBackend, open_backend
+from core.store import MemoryBackend, RedisConnection, ThreadRef, open_backend
 from core.tools import open_toolbox
 
 __all__ = ["main"]
@@ -56,9 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--namespace", help="platform: slack, discord, console")
     listing.add_argument("--match", help="glob on the thread ID, e.g. 'user_U123_*'")
     for verb in ("show", "clear"):
-        one = verbs.add_parser(verb, help=f"{verb} one thread")
+        one = verbs.add_parser(verb, help=f"{verb} one thread (every namespace is searched unless --namespace)")
         one.add_argument("thread_id")
         one.add_argument("--namespace", help="platform: slack, discord, console")
+        if verb == "clear":
+            one.add_argument("--force", action="store_true", help="clear even while a turn holds its lease")
     tooling = commands.add_parser("tools", help="the tools the model can call")
     tool_verbs = tooling.add_subparsers(dest="verb", required=True, parser_class=_Parser)
     tool_verbs.add_parser("list", help="every tool, its server and whether it needs approval (starts the servers)")
@@ -88,6 +91,34 @@ async def _require_store(backend: MemoryBackend) -> None:
         raise SystemExit(f"chat-gateway: the store is unreachable: {_describe(backend)}. Is it running?")
 
 
+async def _require_no_eviction(backend: MemoryBackend, allow: bool) -> None:
+    """Every gateway key has a TTL, so a `volatile-*` or `allkeys-*` policy may evict leases, dedupe records
+    and inbox entries under memory pressure: refuse such a Redis unless REDIS_ALLOW_EVICTION says otherwise.
+
+    Raises:
+        ConfigError: the policy may evict and REDIS_ALLOW_EVICTION is not set.
+    """
+    if not isinstance(backend, RedisConnection):
+        return
+    policy = await backend.maxmemory_policy()
+    if policy is None:
+        log.warning(
+            "could not check maxmemory-policy (CONFIG is not allowed on this Redis): make sure it is noeviction, "
+            "or Redis may evict leases, inbox entries and conversations under memory pressure"
+        )
+    elif policy != "noeviction" and not allow:
+        raise ConfigError(
+            f"Redis maxmemory-policy is {policy}: under memory pressure Redis would evict leases, inbox entries "
+            "and conversations. Set it to noeviction (CONFIG SET maxmemory-policy noeviction, or your service's "
+            "parameter group), or set REDIS_ALLOW_EVICTION=true to run anyway"
+        )
+    elif policy != "noeviction":
+        log.warning(
+            "Redis maxmemory-policy is %s and REDIS_ALLOW_EVICTION=true: running, but Redis may evict leases, "
+            "inbox entries and conversations under memory pressure", policy,
+        )  # fmt: skip
+
+
 def _describe(backend: MemoryBackend) -> str:
     describe = getattr(backend, "describe", None)
     return str(describe()) if callable(describe) else backend.kind
@@ -100,6 +131,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> None:
         stack.push_async_callback(backend.aclose)
         stack.push_async_callback(model.aclose)
         await _require_store(backend)
+        await _require_no_eviction(backend, settings.redis_allow_eviction)
         toolbox = await open_toolbox(settings)  # MCP servers start once per process, here
         stack.push_async_callback(toolbox.aclose)
         gateway = Gateway(settings, backend, model, tools=toolbox)
@@ -157,12 +189,14 @@ async def threads(settings: Settings, args: argparse.Namespace) -> None:
             async for ref in backend.iter_threads(args.namespace, args.match):
                 print(f"{ref.namespace or '-'}\t{ref.thread_id}")
             return
-        store = backend.store(args.thread_id, args.namespace)
+        ref = await _one_conversation(backend, args.thread_id, args.namespace)
         if args.verb == "clear":
-            await store.clear()
-            print(f"cleared {args.thread_id}")
+            await _clear(backend, ref, settings, force=args.force)
             return
-        for message in await store.list_messages():
+        messages = await backend.store(ref.thread_id, ref.namespace).list_messages()
+        if not messages:
+            print(f"{ref.thread_id} in namespace {ref.namespace or '-'}: no messages stored (only delivery records)")
+        for message in messages:
             print(f"[{message.created_at:%Y-%m-%d %H:%M:%S}] {message.role}: {message.text}")
     finally:
         await backend.aclose()
@@ -215,22 +249,76 @@ async def _check_tools(settings: Settings) -> int:
         await toolbox.aclose()
 
 
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"chat-gateway: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+async def _one_conversation(backend: MemoryBackend, thread_id: str, namespace: str | None) -> ThreadRef:
+    """The one conversation `thread_id` names: in `namespace`, or the only namespace holding it."""
+    found = await backend.find_conversations(thread_id)
+    if namespace is not None:
+        found = [ref for ref in found if ref.namespace == namespace]
+    where = f" in namespace {namespace}" if namespace is not None else " in any namespace"
+    if not found:
+        _fail(f"nothing stored for {thread_id}{where}", 1)
+    if len(found) > 1:
+        names = ", ".join(sorted(ref.namespace or "-" for ref in found))
+        _fail(f"{thread_id} exists in several namespaces ({names}): choose one with --namespace", 2)
+    return found[0]
+
+
+def _thread_flags(ref: ThreadRef) -> list[str]:
+    if ref.namespace != "slack":
+        return []
+    incoming = importlib.import_module("bots.slack.incoming")  # loads slack-bolt only for Slack's threads
+    flags: list[str] = incoming.thread_flags(ref.thread_id)
+    return flags
+
+
+async def _clear(backend: MemoryBackend, ref: ThreadRef, settings: Settings, *, force: bool) -> None:
+    cleared = await backend.clear_conversation(
+        ref, lease_seconds=settings.lock_timeout_seconds, force=force, flags=_thread_flags(ref)
+    )
+    if cleared.busy_seconds is not None:
+        _fail(
+            f"a turn is answering in {ref.thread_id} right now (its lease runs about {cleared.busy_seconds:.0f} s "
+            "more); nothing was cleared. Try again, or pass --force to clear it under the running turn",
+            1,
+        )
+    plural = "" if cleared.messages == 1 else "s"
+    waiting = f", {cleared.waiting} message{'' if cleared.waiting == 1 else 's'} waiting in the inbox"
+    print(f"cleared {ref.thread_id} in namespace {ref.namespace or '-'}: {cleared.messages} message{plural}{waiting}")
+    for key in (*cleared.keys, *cleared.flags):
+        print(f"  deleted {key}")
+    if cleared.index is not None:
+        print(f"  removed {ref.thread_id} from {cleared.index}")
+
+
 async def check(settings: Settings) -> int:
     """Print one line per part; 0 when everything answers."""
     failures = 0
     backend = open_backend(settings)
+    policy: str | None = None
     try:
         store_ok = await backend.ping()
+        if store_ok and isinstance(backend, RedisConnection):
+            policy = await backend.maxmemory_policy()
     finally:
         await backend.aclose()
     print(f"store: {'ok' if store_ok else 'UNREACHABLE'} ({_describe(backend)})")
     failures += not store_ok
+    if isinstance(backend, RedisConnection) and store_ok:
+        evicts = policy not in (None, "noeviction")
+        shown = policy or "not checked (CONFIG is not allowed)"
+        print(f"maxmemory-policy: {shown}{' (may evict: set noeviction)' if evicts else ''}")
+        failures += evicts and not settings.redis_allow_eviction
     model = model_from_settings(settings)
     try:
         if isinstance(model, OfflineChatModel):
             print("model: offline stand-in (set OPENAI_API_KEY or OPENAI_BASE_URL for a real model)")
         else:
-            failures += not await _check_model(model)
+            failures += not await _check_model(model, Redactor(settings.secret_values()))
     finally:
         await model.aclose()
     failures += await _check_tools(settings)
@@ -240,13 +328,13 @@ async def check(settings: Settings) -> int:
     return 1 if failures else 0
 
 
-async def _check_model(model: OpenAIChatModel) -> bool:
+async def _check_model(model: OpenAIChatModel, redact: Redactor) -> bool:
     try:
         await model.complete([ChatMessage(role="user", text="Reply with the word: ok")])
-    except ModelError as exc:
-        print(f"model: FAILED ({model.model_id}): {exc}")
+    except ModelError as exc:  # its text names the server's URL, credentials and all
+        print(redact(f"model: FAILED ({model.model_id}): {exc}"))
         return False
-    print(f"model: ok ({model.model_id} at {model.client.base_url})")
+    print(redact(f"model: ok ({model.model_id} at {model.client.base_url})"))
     return True
 
 
@@ -259,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     # A console chat drowns in INFO lines; an explicit LOG_LEVEL still wins.
     quiet = args.command != "run" or (args.adapters == ["console"] and "log_level" not in settings.model_fields_set)
-    configure_logging("WARNING" if quiet else settings.log_level, settings.log_format)
+    configure_logging("WARNING" if quiet else settings.log_level, settings.log_format, secrets=settings.secret_values())
     try:
         if args.command == "run":
             asyncio.run(run(settings, args))

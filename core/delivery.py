@@ -365,13 +365,13 @@ class Delivery:
         answered = asyncio.Event()
         pump = ProgressPump(self._progress(writer, claim, answered), self._interval)
         try:
-            async with writer.working():
-                approve = self._gateway.approvals.hook(claim.lease, incoming.user_id, writer)
-                answer = await self._gateway.answer(
-                    incoming, claim.history, hits=claim.record.hits, on_text=pump.update, approve=approve
-                )
-                answered.set()
-                return answer
+            approve = self._gateway.approvals.hook(claim.lease, incoming.user_id, writer)
+            answer = await self._gateway.answer(
+                incoming, claim.history, hits=claim.record.hits, on_text=pump.update, approve=approve,
+                working=writer.working,
+            )  # fmt: skip
+            answered.set()
+            return answer
         finally:
             await pump.close()
 

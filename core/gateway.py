@@ -9,8 +9,10 @@ stored nothing, and the reply says so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from core.agent import Agent, ChatModel
@@ -104,22 +106,39 @@ class Gateway:
         hits: int = 0,
         on_text: ProgressCallback | None = None,
         approve: Approver | None = None,
+        working: Callable[[], AbstractAsyncContextManager[None]] | None = None,
     ) -> Answer:
         """The answer to `incoming` after `history`; `hits` is the sender's count in the rate window.
 
+        Limits come first, commands included; only a message that passes them enters `working()` (the
+        platform's "working on it" indicator), so a refused one costs the platform at most its one notice.
         `approve` is asked before each call of a tool that needs a person's approval (the delivery layer
         posts the prompt and waits for the click); without it, such calls are not run.
         """
         thread_id = self.thread_id(incoming)
+        limited = self.refusal(incoming, history, hits)
+        if limited is not None:
+            return Answer(limited)
+        async with working() if working is not None else contextlib.nullcontext():
+            return await self._answer(incoming, history, thread_id, on_text, approve)
+
+    async def _answer(
+        self,
+        incoming: IncomingMessage,
+        history: Sequence[ChatMessage],
+        thread_id: str,
+        on_text: ProgressCallback | None,
+        approve: Approver | None,
+    ) -> Answer:
         command = parse_command(incoming.text)
         if command is not None:
             text, clear = await self._run_command(command, incoming, thread_id, history)
             return Answer(Reply(text, kind="command", thread_id=thread_id), clear=clear)
-        limited = self._check_limits(incoming, thread_id, hits)
-        if limited is not None:
-            return Answer(limited)
         log.debug("message text: %s", incoming.text)
-        prompt = ChatMessage(role="user", text=incoming.text, author_id=incoming.user_id)
+        prompt = ChatMessage(
+            role="user", text=incoming.text, author_id=incoming.user_id,
+            metadata={"from_bot": True} if incoming.from_bot else {},
+        )  # fmt: skip
         seconds = self._settings.turn_timeout_seconds
         try:
             # Each model call has MODEL_TIMEOUT_SECONDS (in the agent); this bounds all calls and tool
@@ -145,6 +164,23 @@ class Gateway:
         log.warning("turn failed: %s", exc, extra={"outcome": type(exc).__name__})
         return Answer(Reply(exc.user_message, kind="error", thread_id=thread_id))
 
+    def refusal(self, incoming: IncomingMessage, history: Sequence[ChatMessage], hits: int) -> Reply | None:
+        """Why `incoming` gets no model turn: over a limit, or a bot past MAX_BOT_TURNS in a row; None: answer it.
+
+        A person is told once per rate window; a bot is never told anything (a notice would be one more
+        message for it to answer, and the loop would go on).
+        """
+        thread_id = self.thread_id(incoming)
+        cap = self._settings.max_bot_turns
+        if incoming.from_bot and cap and _bot_streak(history) >= cap:
+            log.info("bot turn cap reached: %d bot messages in a row get no answer until a person writes", cap,
+                     extra={"outcome": "bot_cap"})  # fmt: skip
+            return Reply("", kind="silent", thread_id=thread_id)
+        limited = self._check_limits(incoming, thread_id, hits)
+        if limited is not None and incoming.from_bot:
+            return Reply("", kind="silent", thread_id=thread_id)
+        return limited
+
     def _check_limits(self, incoming: IncomingMessage, thread_id: str, hits: int) -> Reply | None:
         limit = self._settings.max_input_chars
         if len(incoming.text) > limit:
@@ -166,11 +202,18 @@ class Gateway:
         self, command: Command, incoming: IncomingMessage, thread_id: str, history: Sequence[ChatMessage]
     ) -> tuple[str, bool]:
         max_messages, ttl = self._settings.store_max_messages, self._settings.store_ttl_seconds
+        what = self._conversation_name(incoming)
+        count = len(history)
+        messages = f"{count} message{'' if count == 1 else 's'}"
         if command == "reset":
-            return "Done: I've forgotten our conversation here. We start fresh.", True
+            if count:
+                return f"Done: I've forgotten the {messages} of {what}. We start fresh.", True
+            text = f"There was nothing to forget in {what}."
+            if self._settings.memory_scope == "thread" and not incoming.thread_ref:
+                text += " Here each thread has its own conversation: write `reset` in the thread to forget it."
+            return text, True
         if command == "help":
             return help_text(max_messages, ttl), False
-        count = len(history)
         cap = f" (I keep the last {max_messages})" if max_messages else ""
         if not ttl:
             expiry = "They never expire; `reset` forgets them."
@@ -178,8 +221,28 @@ class Gateway:
             left = await self._backend.store(thread_id, incoming.platform).ttl_seconds_left() if count else None
             remaining = f" — {describe_duration(left)} from now" if left is not None else ""
             expiry = f"They are forgotten after {describe_duration(ttl)} without activity{remaining}."
-        text = f"I remember {count} message{'' if count == 1 else 's'} of our conversation here{cap}. {expiry}"
-        return text, False
+        return f"I remember {messages} of {what}{cap}. {expiry}", False
+
+    def _conversation_name(self, incoming: IncomingMessage) -> str:
+        """The conversation a command acts on, in the user's words (MEMORY_SCOPE decides which it is)."""
+        scope = self._settings.memory_scope
+        if scope == "channel":
+            return "this channel's shared conversation"
+        if scope == "thread":
+            return "this thread's conversation" if incoming.thread_ref else "this channel's conversation"
+        return "your conversation with me in this channel"
+
+
+def _bot_streak(history: Sequence[ChatMessage]) -> int:
+    """How many of the newest user messages in a row bots wrote (a person's message ends the streak)."""
+    streak = 0
+    for message in reversed(history):
+        if message.role != "user":
+            continue
+        if not message.metadata.get("from_bot"):
+            break
+        streak += 1
+    return streak
 
 
 def _outside(budget: asyncio.Timeout, approve: Approver) -> Approver:

@@ -1,7 +1,8 @@
 """Structured logs: every line of a turn carries platform, event ID and thread ID.
 
 Modules only call `logging.getLogger(__name__)`; `configure_logging` (called by the CLI's `main`)
-installs the handler. Message text is logged at DEBUG only; secrets never (they are `SecretStr`).
+installs the handler. Message text is logged at DEBUG only; secrets never: they are `SecretStr`, and
+every line passes through a `Redactor` (URL credentials and query values, and the settings' secret values).
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
+
+from core.redact import Redactor
 
 __all__ = ["TurnFields", "configure_logging", "turn_context"]
 
@@ -45,7 +48,23 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _RECORD_DEFAULTS and not k.startswith("_")}
 
 
+def _scrub(value: Any, redact: Redactor) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _scrub(item, redact) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(item, redact) for item in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return redact(str(value))
+
+
 class JsonFormatter(logging.Formatter):
+    def __init__(self, *, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._redact = Redactor(secrets)
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -56,22 +75,26 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             line["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return json.dumps(_scrub(line, self._redact), ensure_ascii=False)
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
+    def __init__(self, *, secrets: Iterable[str] = ()) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        self._redact = Redactor(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
         base = super().format(record)
         fields = " ".join(f"{k}={v}" for k, v in _extras(record).items())
-        return f"{base} [{fields}]" if fields else base
+        return self._redact(f"{base} [{fields}]" if fields else base)
 
 
-def configure_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: str = "INFO", fmt: str = "text", stream: TextIO | None = None, *, secrets: Iterable[str] = ()
+) -> None:
+    """Log to `stream` (stderr) at `level`; `secrets` are masked wherever they would appear."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter(secrets=secrets) if fmt == "json" else TextFormatter(secrets=secrets))
     handler.addFilter(TurnFields())
     root = logging.getLogger()
     for old in list(root.handlers):

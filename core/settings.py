@@ -6,21 +6,25 @@ tests build `Settings(_env_file=None, ...)` so a developer's `.env` cannot leak 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_serializer, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.context import default_context_tokens
 from core.errors import ConfigError
+from core.redact import redact_url, url_secrets
 
 __all__ = ["REDIS_SCHEMES", "Settings", "env_example", "load_settings", "settings_table"]
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel")
+_URL_FIELDS = ("openai_base_url", "slack_api_url", "discord_api_url")
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 MemoryScope = Literal["user_channel", "channel", "thread"]
+DmPolicy = Literal["open", "members", "off"]
 
 
 def _require_url(value: str | None, schemes: tuple[str, ...], name: str) -> str | None:
@@ -46,13 +50,16 @@ class Settings(BaseSettings):
     )
 
     # Memory
-    redis_url: str | None = Field(None, description="Redis URL; unset = embedded SQLite store under DATA_DIR")
+    redis_url: SecretStr | None = Field(None, description="Redis URL; unset = embedded SQLite store under DATA_DIR")
     redis_cluster: bool = Field(False, description="Treat REDIS_URL as a Redis Cluster node (or use redis+cluster://)")
     redis_sentinel_master: str | None = Field(None, description="Primary's name for redis+sentinel:// URLs")
     redis_timeout_seconds: float = Field(
         2.0, gt=0, description="Redis timeout per attempt; with 3 retries an outage is reported within ~4x this"
     )
     redis_pool_size: int = Field(50, ge=1, description="Most Redis connections one process opens")
+    redis_allow_eviction: bool = Field(
+        False, description="Start even if Redis's maxmemory-policy may evict keys (leases, inbox, memory)"
+    )
     data_dir: Path = Field(Path("data"), description="Where the embedded store keeps its SQLite file")
     key_prefix: str = Field("chat", min_length=1, pattern=r"^[^\s{}]+$", description="First part of every key")
     max_messages: int = Field(50, ge=0, description="Messages kept per conversation; 0 = unlimited")
@@ -113,6 +120,9 @@ class Settings(BaseSettings):
     )
     rate_limit_per_minute: int = Field(20, ge=0, description="Messages per user per minute; 0 = no limit")
     max_input_chars: int = Field(4000, ge=1, description="Longest user message accepted")
+    max_bot_turns: int = Field(
+        3, ge=0, description="Bot messages answered in a row per conversation (with *_ALLOW_BOTS); 0 = no cap"
+    )
 
     # Slack
     slack_bot_token: SecretStr | None = Field(None, description="xoxb- bot token")
@@ -120,6 +130,18 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(None, description="Verifies HTTP-mode requests")
     slack_api_url: str | None = Field(None, description="Slack Web API base URL; unset = Slack's")
     slack_allow_bots: bool = Field(False, description="Answer other bots' messages")
+    slack_allow_user_mentions: bool = Field(
+        False, description="Let replies mention users and user groups (<@U…>); @here/@channel never ping"
+    )
+    slack_channel_ids: str | None = Field(None, description="Answer only in these channels (comma-separated IDs)")
+    slack_dm_policy: DmPolicy | None = Field(
+        None,
+        description="Who may DM the bot: open, members (of a SLACK_CHANNEL_IDS channel) or off; "
+        "unset = members when SLACK_CHANNEL_IDS is set, else open",
+    )
+    host: str = Field(
+        "127.0.0.1", description="Address Slack HTTP mode listens on; the image sets 0.0.0.0 for Slack's requests"
+    )
     port: int = Field(3000, ge=0, le=65535, description="Slack HTTP mode listens here")
 
     # Discord
@@ -129,10 +151,17 @@ class Settings(BaseSettings):
     discord_shard_count: int | None = Field(None, ge=1, description="Run the sharded client with this many shards")
     discord_guild_ids: str | None = Field(None, description="Answer only in these guilds (comma-separated IDs)")
     discord_channel_ids: str | None = Field(None, description="Answer only in these channels (comma-separated IDs)")
+    discord_dm_policy: DmPolicy | None = Field(
+        None,
+        description="Who may DM the bot: open, members (of a DISCORD_GUILD_IDS guild) or off; "
+        "unset = members when DISCORD_GUILD_IDS is set, else open",
+    )
 
     # Operations
     health_port: int = Field(8080, ge=0, le=65535, description="/healthz, /readyz and /metrics; 0 = off")
-    health_host: str = Field("0.0.0.0", description="Address the health server listens on")  # noqa: S104 -- probes come from outside the container
+    health_host: str = Field(
+        "127.0.0.1", description="Address the health server listens on; the image sets 0.0.0.0 for outside probes"
+    )
     shutdown_grace_seconds: float = Field(20.0, ge=0, description="On SIGTERM, how long in-flight turns may finish")
     log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
     log_format: Literal["text", "json"] = Field("text", description="text for people, json for machines")
@@ -142,15 +171,47 @@ class Settings(BaseSettings):
     def _upper_log_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", mode="before")
     @classmethod
-    def _check_redis_url(cls, value: str | None) -> str | None:
-        return _require_url(value, REDIS_SCHEMES, "REDIS_URL")
+    def _check_redis_url(cls, value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        return _require_url(value, REDIS_SCHEMES, "REDIS_URL") if value is None or isinstance(value, str) else value
 
     @field_validator("openai_base_url", "slack_api_url", "discord_api_url")
     @classmethod
     def _check_http_url(cls, value: str | None) -> str | None:
         return _require_url(value, ("http", "https"), "the URL")
+
+    # These URLs may carry credentials (userinfo, `?key=`): shown (repr, dumps) only redacted.
+    @field_serializer("openai_base_url", "slack_api_url", "discord_api_url")
+    def _shown_url(self, value: str | None) -> str | None:
+        return redact_url(value) if value is not None else None
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            shown = value
+            if name == "redis_url" and isinstance(value, SecretStr):
+                shown = redact_url(value.get_secret_value())  # where it points, without the password
+            elif name in _URL_FIELDS and isinstance(value, str):
+                shown = redact_url(value)
+            yield name, shown
+
+    @property
+    def redis_dsn(self) -> str | None:
+        """REDIS_URL itself, for the client that connects with it; show `repr(settings.redis_url)` instead."""
+        return self.redis_url.get_secret_value() if self.redis_url is not None else None
+
+    def secret_values(self) -> list[str]:
+        """Every secret value these settings hold (tokens, keys, URL credentials): logs mask them all."""
+        values = [
+            field.get_secret_value()
+            for field in (getattr(self, name) for name in type(self).model_fields)
+            if isinstance(field, SecretStr)
+        ]
+        for url in (self.redis_dsn, *(getattr(self, name) for name in _URL_FIELDS)):
+            values += url_secrets(url)
+        return [value for value in values if value]
 
     @property
     def context_tokens(self) -> int:

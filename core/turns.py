@@ -17,7 +17,8 @@ class IncomingMessage:
 
     `event_id` is the platform's delivery ID; `turn_key`, when set, names the user message itself so
     two deliveries of it under different event IDs (Slack's `app_mention` and `message`) are one turn.
-    `thread_ref` is the platform thread, used by the `thread` memory scope.
+    `thread_ref` is the platform thread, used by the `thread` memory scope. `from_bot`: another bot wrote
+    it (adapters pass those on only with *_ALLOW_BOTS); MAX_BOT_TURNS caps how many in a row are answered.
     """
 
     platform: str
@@ -28,6 +29,7 @@ class IncomingMessage:
     thread_ref: str | None = None
     turn_key: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    from_bot: bool = False
 
     @property
     def dedupe_key(self) -> str:

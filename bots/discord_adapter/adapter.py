@@ -23,6 +23,7 @@ from typing import Final
 import aiohttp
 import discord
 
+from bots.discord_adapter.access import GuildMembers, dm_policy
 from bots.discord_adapter.approvals import ApprovalClicks
 from bots.discord_adapter.client import (
     GUILD_READY_TIMEOUT_SECONDS,
@@ -80,12 +81,15 @@ class DiscordAdapter:
     ) -> None:
         self._settings = settings
         self._delivery = delivery
+        guild_ids = parse_id_list("DISCORD_GUILD_IDS", settings.discord_guild_ids)
         self._policy = AnswerPolicy(
             allow_bots=settings.discord_allow_bots,
-            guild_ids=parse_id_list("DISCORD_GUILD_IDS", settings.discord_guild_ids),
+            guild_ids=guild_ids,
             channel_ids=parse_id_list("DISCORD_CHANNEL_IDS", settings.discord_channel_ids),
+            dm_policy=dm_policy(settings.discord_dm_policy, guild_ids),
         )
         self._approval_clicks = ApprovalClicks(gateway.approvals)
+        self._members: GuildMembers | None = None
         self._guild_ready_timeout = guild_ready_timeout
         self._identify_delay_seconds = identify_delay_seconds
         self._client: ChatClient | None = None
@@ -109,6 +113,7 @@ class DiscordAdapter:
         token = self._token()
         client = self._build_client()
         self._client = client
+        self._members = GuildMembers(client, self._policy.guild_ids)
         try:
             with pointed_at(self._settings.discord_api_url):
                 async with client:
@@ -169,6 +174,9 @@ class DiscordAdapter:
         if incoming is None:
             return
         fields = {"platform": PLATFORM, "event_id": incoming.event_id, "channel_id": incoming.channel_id}
+        if message.guild is None and not await self._may_dm(message.author.id):
+            log.info("discord DM refused by DISCORD_DM_POLICY=%s", self._policy.dm_policy, extra=fields)
+            return
         try:
             outcome = await self._delivery.receive(incoming)
         except StoreError as exc:  # nothing was stored: no answer will come, so say it once
@@ -178,9 +186,18 @@ class DiscordAdapter:
             return
         log.info("discord message %s", outcome, extra=fields)
 
+    async def _may_dm(self, user_id: int) -> bool:
+        """DISCORD_DM_POLICY for a direct message (or a slash command in one) from `user_id`."""
+        policy = self._policy.dm_policy
+        if policy == "members":
+            return self._members is not None and await self._members.is_member(user_id)
+        return policy == "open"
+
     async def on_command(self, interaction: discord.Interaction, text: str) -> None:
         """Store a slash command as the typed command `text`, its answer ephemeral; never raises."""
-        if not self._policy.allows(interaction.guild_id, interaction.channel):
+        in_dm = interaction.guild_id is None
+        allowed = self._policy.allows(interaction.guild_id, interaction.channel)
+        if not allowed or (in_dm and not await self._may_dm(interaction.user.id)):
             try:
                 await interaction.response.send_message(NOT_HERE, ephemeral=True)
             except discord.HTTPException as exc:

@@ -3,7 +3,8 @@
 Answered: direct messages, guild messages that mention the bot (or its managed role), and replies to
 one of the bot's own messages. Never: the bot's own messages, system messages, other bots' messages
 (unless DISCORD_ALLOW_BOTS), and guild traffic outside the DISCORD_GUILD_IDS / DISCORD_CHANNEL_IDS
-allow-lists. The allow-lists restrict guilds only: direct messages are always answered.
+allow-lists. Direct messages follow DISCORD_DM_POLICY (access.py): `off` here, `members` checked by the
+adapter (it needs the API), `open` always answered.
 
 The message ID is the event ID (and the inbox's message key), so a MESSAGE_CREATE replayed on RESUME
 is a duplicate. A Discord thread is a channel of its own, so its channel ID (not its parent's) names the
@@ -24,6 +25,7 @@ from typing import Literal
 
 import discord
 
+from bots.discord_adapter.access import DmPolicy
 from core.errors import ConfigError
 from core.turns import IncomingMessage
 
@@ -67,6 +69,7 @@ class AnswerPolicy:
     allow_bots: bool = False
     guild_ids: frozenset[int] = frozenset()
     channel_ids: frozenset[int] = frozenset()
+    dm_policy: DmPolicy = "open"
 
     def allows(self, guild_id: int | None, channel: object) -> bool:
         """Whether the allow-lists admit this place; a thread counts as its own channel and as its parent's."""
@@ -86,7 +89,7 @@ class AnswerPolicy:
         if message.author.bot and not self.allow_bots:
             return None
         guild_id = message.guild.id if message.guild is not None else None
-        if not self.allows(guild_id, message.channel):
+        if not self.allows(guild_id, message.channel) or (guild_id is None and self.dm_policy == "off"):
             return None
         role_id = _self_role_id(message)
         trigger = _trigger(message, me, role_id)
@@ -101,6 +104,7 @@ class AnswerPolicy:
             channel_id=str(message.channel.id),
             text=strip_mention(message.content, me.id, role_id),
             metadata=metadata,
+            from_bot=message.author.bot,
         )
 
 

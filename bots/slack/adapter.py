@@ -1,8 +1,9 @@
 """The Slack adapter: slack-bolt's AsyncApp on the shared gateway, in Socket Mode or signed HTTP mode.
 
-Socket Mode when SLACK_APP_TOKEN (xapp-...) is set; otherwise HTTP on PORT at `/slack/events`,
-where bolt checks every request's signature against SLACK_SIGNING_SECRET before anything else runs
-(a forged, stale or unsigned request gets 401). Every Web API call, Socket Mode's
+Socket Mode when SLACK_APP_TOKEN (xapp-...) is set; otherwise HTTP on HOST:PORT at `/slack/events`,
+under http_server's limits on idle, slow and too many connections, where bolt checks every request's
+signature against SLACK_SIGNING_SECRET before anything else runs (a forged, stale or unsigned request
+gets 401). Every Web API call, Socket Mode's
 `apps.connections.open` included, goes through one `AsyncWebClient` on SLACK_API_URL.
 
 Credentials: missing ones raise `ConfigError` from the constructor (which does no I/O), rejected
@@ -18,7 +19,6 @@ import logging
 from typing import Any, Literal
 
 import aiohttp
-from aiohttp import web
 from pydantic import SecretStr
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
@@ -32,7 +32,9 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.slack.access import SlackAccess, parse_channel_ids
 from bots.slack.approvals import ApprovalClicks
+from bots.slack.http_server import HttpLimits, LimitedHttpServer
 from bots.slack.incoming import PLATFORM
 from bots.slack.listeners import SlackListeners, SlackWriters
 from bots.slack.writer import error_code
@@ -100,13 +102,14 @@ class SlackAdapter:
         settings: SLACK_* settings, PORT (HTTP mode) and THREAD_TTL_SECONDS (thread memory).
         gateway: the process's shared gateway; its backend remembers the threads the bot is in.
         delivery: the process's delivery runner: messages go into its inbox, replies come out of it.
-        host: the interface HTTP mode listens on.
+        host: the interface HTTP mode listens on; None: the HOST setting.
+        http_limits: keep-alive, header and body timeouts and the connection cap of HTTP mode.
         on_outcome: called with each event that is ignored here (tests wait on it; the delivery
             runner reports the rest).
 
     Raises:
         ConfigError: SLACK_BOT_TOKEN is missing or no xoxb- token, SLACK_APP_TOKEN is no xapp-
-            token, or HTTP mode lacks SLACK_SIGNING_SECRET.
+            token, HTTP mode lacks SLACK_SIGNING_SECRET, or SLACK_CHANNEL_IDS holds no channel ID.
     """
 
     name = PLATFORM
@@ -117,7 +120,8 @@ class SlackAdapter:
         settings: Settings,
         gateway: Gateway,
         delivery: Delivery,
-        host: str = "0.0.0.0",  # noqa: S104 -- HTTP mode must be reachable by Slack; tests pass 127.0.0.1
+        host: str | None = None,
+        http_limits: HttpLimits | None = None,
         on_outcome: OutcomeHook | None = None,
     ) -> None:
         bot_token = _secret(settings.slack_bot_token)
@@ -136,7 +140,8 @@ class SlackAdapter:
                 "(or set SLACK_APP_TOKEN for Socket Mode)"
             )
         self.mode: Literal["socket", "http"] = "socket" if self._app_token else "http"
-        self._host = host
+        self._host = host or settings.host
+        self._http_limits = http_limits or HttpLimits()
         self._port = settings.port
         self._delivery = delivery
         base_url = api_base_url(settings.slack_api_url)
@@ -161,14 +166,17 @@ class SlackAdapter:
         )
         self._writers = SlackWriters(
             client=self.client, progress_client=progress_client, flags=gateway.backend,
-            thread_ttl_seconds=settings.store_ttl_seconds,
+            thread_ttl_seconds=settings.store_ttl_seconds, allow_user_mentions=settings.slack_allow_user_mentions,
         )  # fmt: skip
+        access = SlackAccess(
+            self.client, channel_ids=parse_channel_ids(settings.slack_channel_ids), dm_policy=settings.slack_dm_policy
+        )
         SlackListeners(
             delivery=delivery, writers=self._writers, flags=gateway.backend, allow_bots=settings.slack_allow_bots,
-            on_outcome=on_outcome, approvals=ApprovalClicks(gateway.approvals, self.client),
+            access=access, on_outcome=on_outcome, approvals=ApprovalClicks(gateway.approvals, self.client),
         ).register(self.app)  # fmt: skip
         self._socket: AsyncSocketModeHandler | None = None
-        self._site: web.TCPSite | None = None
+        self._http: LimitedHttpServer | None = None
         self.port: int | None = None  # HTTP mode: the port actually bound (PORT may be 0)
         self.ready = asyncio.Event()  # set once events can arrive
 
@@ -178,7 +186,17 @@ class SlackAdapter:
         if self._socket is not None:
             session = self._socket.client.current_session
             return not self._socket.client.closed and session is not None and not session.closed
-        return self._site is not None
+        return self._http is not None
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """HTTP mode: the (host, port) pairs it listens on."""
+        return self._http.addresses if self._http is not None else []
+
+    @property
+    def open_connections(self) -> int:
+        """HTTP mode: connections open right now."""
+        return self._http.open_connections if self._http is not None else 0
 
     async def run(self) -> None:
         """Check the tokens, serve events until cancelled, then let turns in flight finish.
@@ -240,21 +258,19 @@ class SlackAdapter:
 
     async def _serve_http(self) -> None:
         web_app = self.app.web_app(path=EVENTS_PATH, port=self._port)
-        runner = web.AppRunner(web_app, access_log=None, shutdown_timeout=5)
-        await runner.setup()
+        server = LimitedHttpServer(web_app, host=self._host, port=self._port, limits=self._http_limits)
         try:
-            site = web.TCPSite(runner, self._host, self._port)
-            try:
-                await site.start()
-            except OSError as exc:
-                raise ConfigError(f"PORT {self._port} cannot be bound on {self._host} ({exc.strerror})") from None
-            self._site = site
-            self.port = int(runner.addresses[0][1])
+            await server.start()
+        except OSError as exc:
+            raise ConfigError(f"PORT {self._port} cannot be bound on HOST {self._host} ({exc.strerror})") from None
+        try:
+            self._http = server
+            self.port = server.addresses[0][1]
             self._serving()
             await asyncio.Event().wait()  # serve until cancelled
         finally:
-            self._site = None
-            await runner.cleanup()
+            self._http = None
+            await server.stop()
 
     def _serving(self) -> None:
         self.ready.set()

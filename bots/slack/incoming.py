@@ -25,12 +25,14 @@ __all__ = [
     "message_from_event",
     "slack_message",
     "thread_flag",
+    "thread_flags",
 ]
 
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from core.turns import IncomingMessage
 
@@ -72,6 +74,20 @@ def conversation_id(team_id: str | None, channel: str) -> str:
 
 def thread_flag(team_id: str, channel: str, thread_ts: str) -> str:
     return f"{PLATFORM}:thread:{team_id}:{channel}:{thread_ts}"
+
+
+_THREAD_SCOPE_ID = re.compile(r"^channel_([A-Za-z0-9.%\-]+)_thread_([A-Za-z0-9.%\-]+)$")
+
+
+def thread_flags(thread_id: str) -> list[str]:
+    """The participation flag a conversation of MEMORY_SCOPE=thread stands beside (clearing it goes too);
+    none for the other scopes, whose conversations share their Slack threads with other users."""
+    match = _THREAD_SCOPE_ID.fullmatch(thread_id)
+    if match is None:
+        return []
+    conversation, thread_ts = (unquote(part) for part in match.groups())
+    team, dash, channel = conversation.partition("-")  # conversation_id(): "<team>-<channel>", or the channel
+    return [thread_flag(team, channel, thread_ts) if dash else thread_flag("", conversation, thread_ts)]
 
 
 def _clean_text(text: str, bot_user_id: str | None) -> str:
@@ -118,6 +134,7 @@ def message_from_event(
         text=_clean_text(str(event.get("text") or ""), bot_user_id),
         thread_ref=thread_ts or (None if is_dm else ts),
         turn_key=f"{team}:{channel}:{ts}",
+        from_bot=bool(event.get("bot_id")) or event.get("subtype") == "bot_message",
         # Everything a writer needs, in whichever process answers: the inbox keeps it with the message.
         metadata={
             "team_id": team, "channel": str(channel), "ts": str(ts), "reply_thread_ts": reply_thread_ts or "",

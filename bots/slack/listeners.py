@@ -8,7 +8,7 @@ The turn itself runs in the core's delivery runner, which posts through `writers
 
 from __future__ import annotations
 
-__all__ = ["NOT_STORED", "SlackListeners", "SlackWriters"]
+__all__ = ["NOT_HERE", "NOT_STORED", "SlackListeners", "SlackWriters"]
 
 import asyncio
 import logging
@@ -21,6 +21,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bots.slack.access import SlackAccess
 from bots.slack.approvals import ApprovalClicks
 from bots.slack.incoming import PLATFORM, SlackMessage, message_from_command, message_from_event, slack_message
 from bots.slack.indicator import WorkingIndicator
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 # Slack retries an event it has no 200 for within 3 s: storing it must end well before.
 _INTAKE_SECONDS = 2.5
+NOT_HERE = "I'm not enabled in this channel."
 NOT_STORED = (
     "My memory is unreachable right now, so I could not take your message yet. "
     "Slack will send it to me again; if I have not answered in a few minutes, please resend it."
@@ -45,8 +47,15 @@ class SlackWriters:
     """The `ReplyWriter` of each Slack message, built from what the inbox stored: any process can post it."""
 
     def __init__(
-        self, *, client: AsyncWebClient, progress_client: AsyncWebClient, flags: Flags, thread_ttl_seconds: int | None
+        self,
+        *,
+        client: AsyncWebClient,
+        progress_client: AsyncWebClient,
+        flags: Flags,
+        thread_ttl_seconds: int | None,
+        allow_user_mentions: bool = False,
     ) -> None:
+        self._allow_mentions = allow_user_mentions
         self._client = client
         self._progress_client = progress_client
         self._flags = flags
@@ -56,7 +65,7 @@ class SlackWriters:
     def __call__(self, incoming: IncomingMessage) -> ReplyWriter:
         response_url = incoming.metadata.get("response_url")
         if response_url:
-            return CommandReply(response_url)
+            return CommandReply(response_url, allow_user_mentions=self._allow_mentions)
         message = slack_message(incoming)
         return SlackReply(
             self._client,
@@ -68,6 +77,7 @@ class SlackWriters:
             message_key=incoming.dedupe_key,
             working=lambda: self._indicator.shown(message),
             on_posted=lambda: self._remember_thread(message),
+            allow_user_mentions=self._allow_mentions,
         )
 
     async def _remember_thread(self, message: SlackMessage) -> None:
@@ -83,8 +93,9 @@ class SlackWriters:
 class CommandReply:
     """A slash command's ephemeral answer through its response_url."""
 
-    def __init__(self, response_url: str) -> None:
+    def __init__(self, response_url: str, *, allow_user_mentions: bool = False) -> None:
         self._url = response_url
+        self._allow_mentions = allow_user_mentions
         self.posted: list[str] = []
 
     def resume(self, posted: Any) -> None:
@@ -96,7 +107,9 @@ class CommandReply:
     async def finish(self, text: str) -> None:
         if self.posted:  # already answered by an earlier owner
             return
-        response = await AsyncWebhookClient(self._url).send(text=neutralise(text), response_type="ephemeral")
+        response = await AsyncWebhookClient(self._url).send(
+            text=neutralise(text, allow_user_mentions=self._allow_mentions), response_type="ephemeral"
+        )
         if response.status_code != 200:
             raise RuntimeError(f"response_url answered HTTP {response.status_code}")
         self.posted.append("response_url")
@@ -127,10 +140,12 @@ class SlackListeners:
         writers: SlackWriters,
         flags: Flags,
         allow_bots: bool,
+        access: SlackAccess,
         on_outcome: OutcomeHook | None = None,
         approvals: ApprovalClicks | None = None,
     ) -> None:
         self._approvals = approvals
+        self._access = access
         self._delivery = delivery
         self._writers = writers
         self._flags = flags
@@ -152,13 +167,23 @@ class SlackListeners:
         message = message_from_event(
             body, bot_user_id=context.bot_user_id, bot_id=context.bot_id, allow_bots=self._allow_bots
         )
-        if message is None or (message.needs_participation and not await self._takes_part(message)):
+        if (
+            message is None
+            or not await self._access.allows(channel=message.channel, user=message.user, is_dm=message.is_dm)
+            or (message.needs_participation and not await self._takes_part(message))
+        ):
             self._ignored(str(body.get("event_id", "")))
             return
         await self._receive(message.incoming, first_try=not request.headers.get("x-slack-retry-num"))
 
     async def on_command(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         incoming = message_from_command(body)
+        if incoming is not None and not await self._access.allows(
+            channel=incoming.metadata["channel"], user=incoming.user_id, is_dm=incoming.metadata["channel"][:1] == "D"
+        ):
+            await ack(text=NOT_HERE)
+            self._ignored(str(body.get("trigger_id", "")))
+            return
         if incoming is not None:
             await self._receive(incoming, first_try=True)
         else:

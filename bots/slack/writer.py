@@ -88,7 +88,9 @@ class SlackReply:
         message_key: str = "",
         working: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None,
         on_posted: Callable[[], Awaitable[None]] | None = None,
+        allow_user_mentions: bool = False,
     ) -> None:
+        self._allow_mentions = allow_user_mentions
         self._client = client
         self._progress_client = progress_client or client
         self._channel = channel
@@ -181,7 +183,7 @@ class SlackReply:
         Raises:
             SlackApiError: Slack refused a message even after splitting (`channel_not_found`, ...).
         """
-        first, *rest = message_parts(text, self._part_chars, self._max_parts)
+        first, *rest = message_parts(text, self._part_chars, self._max_parts, allow_user_mentions=self._allow_mentions)
         if self._stream is not None and self._stream.ts is not None:
             await self._finish_stream(self._stream, self._stream.ts, first)
         elif self._edited_ts is None or self._shown != first:  # an edit that changes nothing is a wasted call
@@ -192,7 +194,7 @@ class SlackReply:
             await self._on_posted()
 
     async def _stream_progress(self, text: str) -> None:
-        shown = stable_prefix(neutralise(text)[: self._part_chars])
+        shown = stable_prefix(self._neutralise(text)[: self._part_chars])
         if not shown.strip() or len(shown) <= len(self._streamed) or not shown.startswith(self._streamed):
             return
         delta, self._streamed = shown[len(self._streamed) :], shown
@@ -209,7 +211,7 @@ class SlackReply:
             self.posted.append(self._stream.ts)
 
     async def _edit_progress(self, text: str) -> None:
-        shown = preview(neutralise(text), self._part_chars)
+        shown = preview(self._neutralise(text), self._part_chars)
         if not shown.strip() or shown == self._shown:
             return
         if self._edited_ts is None:
@@ -254,7 +256,7 @@ class SlackReply:
         for attempt in range(1, _POST_TRIES + 1):
             try:
                 response = await (client or self._client).chat_postMessage(
-                    channel=self._channel, thread_ts=self._thread_ts, text=fallback_text(part),
+                    channel=self._channel, thread_ts=self._thread_ts, text=self._fallback(part),
                     blocks=markdown_blocks(part), metadata=metadata,
                 )  # fmt: skip
                 ts = str(response["ts"])
@@ -295,9 +297,15 @@ class SlackReply:
 
     async def _update(self, ts: str, part: str, client: AsyncWebClient | None = None) -> str:
         await (client or self._client).chat_update(
-            channel=self._channel, ts=ts, text=fallback_text(part), blocks=markdown_blocks(part)
+            channel=self._channel, ts=ts, text=self._fallback(part), blocks=markdown_blocks(part)
         )
         return ts
+
+    def _neutralise(self, text: str) -> str:
+        return neutralise(text, allow_user_mentions=self._allow_mentions)
+
+    def _fallback(self, part: str) -> str:
+        return fallback_text(part, allow_user_mentions=self._allow_mentions)
 
     def _log_fields(self, exc: SlackApiError, chars: int | None = None) -> dict[str, object]:
         fields: dict[str, object] = {"platform": "slack", "channel": self._channel, "slack_error": error_code(exc)}

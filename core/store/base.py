@@ -2,8 +2,8 @@
 
 `MessageStore` is one conversation's history (the reference notebook's shape). A backend is the one
 object per process that owns the connection; what it offers is split by concern: `MessageStores`
-(histories), `Inboxes` (delivery: core.store.inbox), `Flags` (small facts an adapter keeps), and
-`MemoryBackend` is all of them.
+(histories), `Inboxes` (delivery: core.store.inbox), `Flags` (small facts an adapter keeps),
+`Conversations` (finding and clearing every key of one, for operators), and `MemoryBackend` is all of them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,17 @@ from core.messages import ChatMessage
 from core.store.approvals import ApprovalStore
 from core.store.inbox import Inbox
 
-__all__ = ["Approvals", "Flags", "Inboxes", "MemoryBackend", "MessageStore", "MessageStores", "ThreadRef"]
+__all__ = [
+    "Approvals",
+    "Cleared",
+    "Conversations",
+    "Flags",
+    "Inboxes",
+    "MemoryBackend",
+    "MessageStore",
+    "MessageStores",
+    "ThreadRef",
+]
 
 
 class MessageStore(Protocol):
@@ -67,5 +77,30 @@ class Approvals(Protocol):
     def approvals(self) -> ApprovalStore: ...
 
 
-class MemoryBackend(MessageStores, Inboxes, Flags, Approvals, Protocol):
+@dataclass(frozen=True, slots=True)
+class Cleared:
+    """What clearing a conversation removed; with `busy_seconds` set, nothing: a turn holds its lease."""
+
+    messages: int = 0
+    waiting: int = 0  # messages in its inbox not yet delivered
+    keys: tuple[str, ...] = ()  # the conversation's keys removed (SQLite: the keys whose rows were)
+    index: str | None = None  # the recovery index it was dropped from, if it was in it
+    flags: tuple[str, ...] = ()  # the flag keys removed
+    busy_seconds: float | None = None
+
+
+class Conversations(Protocol):
+    async def find_conversations(self, thread_id: str) -> list[ThreadRef]:
+        """Every namespace holding any key of conversation `thread_id` (history, inbox, records, rate)."""
+        ...
+
+    async def clear_conversation(
+        self, ref: ThreadRef, *, lease_seconds: float, force: bool = False, flags: Sequence[str] = ()
+    ) -> Cleared:
+        """Remove every key of the conversation, its entry in the recovery index and the `flags` named;
+        unless `force`, nothing while a turn holds its lease (younger than `lease_seconds`)."""
+        ...
+
+
+class MemoryBackend(MessageStores, Inboxes, Flags, Approvals, Conversations, Protocol):
     """The process's backend: Redis (`RedisConnection`) or the embedded SQLite file (`SqliteConnection`)."""

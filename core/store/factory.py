@@ -13,9 +13,9 @@ EMBEDDED_FILE = "chat-gateway.sqlite3"
 
 def open_backend(settings: Settings) -> RedisConnection | SqliteConnection:
     """The process's one backend; no I/O happens until first use. The caller closes it with `aclose()`."""
-    if settings.redis_url:
+    if settings.redis_dsn:
         return RedisConnection.from_url(
-            settings.redis_url,
+            settings.redis_dsn,
             timeout_seconds=settings.redis_timeout_seconds,
             pool_size=settings.redis_pool_size,
             cluster=settings.redis_cluster,

@@ -26,9 +26,11 @@ from dataclasses import dataclass
 __all__ = [
     "ConversationKeys",
     "approval_key",
+    "conversation_pattern",
     "flag_key",
     "inbox_index_key",
     "message_key",
+    "parse_conversation_key",
     "parse_message_key",
     "thread_prefix",
     "threads_pattern",
@@ -98,5 +100,23 @@ def parse_message_key(key: str, key_prefix: str) -> tuple[str | None, str] | Non
     head, brace, rest = key.partition("{")
     thread_id, _, tail = rest.partition("}")
     if not brace or tail != ":messages" or not head.startswith(f"{key_prefix}:"):
+        return None
+    return head[len(key_prefix) + 1 : -1] or None, thread_id
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in text)
+
+
+def conversation_pattern(key_prefix: str, thread_id: str) -> str:
+    """The SCAN pattern of every key of conversation `thread_id`, in every namespace (and none)."""
+    return f"{_glob_escape(key_prefix)}:*{{{_glob_escape(thread_id)}}}:*"
+
+
+def parse_conversation_key(key: str, key_prefix: str) -> tuple[str | None, str] | None:
+    """(namespace, thread_id) of any key of a conversation (`...:{<thread_id>}:<part>`); None for others."""
+    head, brace, rest = key.partition("{")
+    thread_id, close, tail = rest.partition("}")
+    if not brace or not close or not tail.startswith(":") or not head.startswith(f"{key_prefix}:"):
         return None
     return head[len(key_prefix) + 1 : -1] or None, thread_id

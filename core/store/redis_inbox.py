@@ -154,9 +154,12 @@ class RedisInbox:
     async def due(self, namespace: str | None, limit: int) -> list[tuple[str, str]]:
         key = inbox_index_key(self._prefix, namespace)
         try:
+            # Below the next millisecond: a score is its millisecond plus a fraction (schedule), so one scheduled
+            # in this very millisecond is due now, not a sweep later.
             rows = await self._client.zrangebyscore(
-                key, "-inf", int(time.time() * 1000), start=0, num=limit, withscores=True, score_cast_func=_text
-            )
+                key, "-inf", f"({int(time.time() * 1000) + 1}", start=0, num=limit, withscores=True,
+                score_cast_func=_text,
+            )  # fmt: skip
         except RedisError as exc:
             raise translate_redis_error(exc, self._client, f"reading {key}") from exc
         return [(_text(row[0]), _text(row[1])) for row in rows]

@@ -10,18 +10,35 @@ import asyncio
 import fnmatch
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from core.errors import StoreUnavailableError
-from core.store.base import ThreadRef
-from core.store.keys import flag_key, parse_message_key
+from core.store.base import Cleared, ThreadRef
+from core.store.keys import (
+    ConversationKeys,
+    flag_key,
+    inbox_index_key,
+    parse_conversation_key,
+    parse_message_key,
+    thread_prefix,
+)
 from core.store.sqlite import SqliteChatMessageStore
 from core.store.sqlite_approvals import SqliteApprovals
-from core.store.sqlite_db import Clock, SqliteDatabase
+from core.store.sqlite_db import Clock, SqliteDatabase, sweep
 from core.store.sqlite_inbox import SqliteInbox
 
 __all__ = ["SqliteConnection"]
+
+# Where a conversation has rows, by the Redis key they stand for: (table, column, key suffix or "" for the base).
+_CONVERSATION_ROWS = (
+    ("threads", "key", ":messages"),
+    ("writes", "conversation", ""),
+    ("inbox", "conversation", ""),
+    ("inbox_keep", "conversation", ""),
+    ("turns", "conversation", ""),
+    ("kv", "key", ":rate"),
+)
 
 
 class SqliteConnection:
@@ -106,6 +123,61 @@ class SqliteConnection:
                 continue
             if match is None or fnmatch.fnmatchcase(ref.thread_id, match):
                 yield ref
+
+    async def find_conversations(self, thread_id: str) -> list[ThreadRef]:
+        tag = f"{{{thread_id}}}"
+
+        def read(conn: sqlite3.Connection) -> set[str | None]:
+            sweep(conn, self._db.clock())  # as Redis would show it: nothing expired
+            found: set[str | None] = set()
+            for table, column, suffix in _CONVERSATION_ROWS:
+                rows = conn.execute(f"SELECT DISTINCT {column} FROM {table} WHERE instr({column}, ?) > 0", (tag,))  # noqa: S608 -- ours
+                for (key,) in rows:
+                    parsed = parse_conversation_key(str(key) + ("" if suffix else ":"), self.key_prefix)
+                    if parsed is not None and parsed[1] == thread_id:
+                        found.add(parsed[0])
+            return found
+
+        namespaces = await self._db.run(read, write=True)
+        return [ThreadRef(namespace, thread_id) for namespace in sorted(namespaces, key=lambda n: n or "")]
+
+    async def clear_conversation(
+        self, ref: ThreadRef, *, lease_seconds: float, force: bool = False, flags: Sequence[str] = ()
+    ) -> Cleared:
+        keys = ConversationKeys.of(self.key_prefix, ref.namespace, ref.thread_id)
+        base = thread_prefix(self.key_prefix, ref.namespace, ref.thread_id)
+        index = inbox_index_key(self.key_prefix, ref.namespace)
+        flag_keys = [flag_key(self.key_prefix, name) for name in flags]
+
+        def clear(conn: sqlite3.Connection) -> Cleared:
+            now = self._db.clock()
+            held = conn.execute(
+                "SELECT leased_at FROM inbox WHERE conversation = ? AND leased_at NOT NULL ORDER BY id LIMIT 1", (base,)
+            ).fetchone()
+            if held is not None and not force and now - float(held[0]) < lease_seconds:
+                return Cleared(busy_seconds=lease_seconds - (now - float(held[0])))
+            count = "SELECT COUNT(*) FROM {} WHERE {} = ?"
+            messages = conn.execute(count.format("messages", "key"), (keys.messages,)).fetchone()[0]
+            waiting = conn.execute(count.format("inbox", "conversation"), (base,)).fetchone()[0]
+            removed: list[str] = []
+            for table, column, key in (
+                ("messages", "key", keys.messages), ("threads", "key", keys.messages),
+                ("writes", "conversation", keys.writes), ("inbox", "conversation", keys.inbox),
+                ("inbox_keep", "conversation", keys.inbox), ("turns", "conversation", keys.turns),
+                ("kv", "key", keys.rate),
+            ):  # fmt: skip
+                value = base if column == "conversation" else key
+                if conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (value,)).rowcount:  # noqa: S608 -- ours
+                    removed += [key, keys.seen] if table == "turns" else [key]  # `turns` rows hold Redis's seen too
+            sql = "DELETE FROM inbox_index WHERE key = ? AND thread_id = ?"
+            indexed = conn.execute(sql, (index, ref.thread_id)).rowcount > 0
+            flags_removed = [k for k in flag_keys if conn.execute("DELETE FROM kv WHERE key = ?", (k,)).rowcount]
+            return Cleared(
+                messages=int(messages), waiting=int(waiting), keys=tuple(dict.fromkeys(removed)),
+                index=index if indexed else None, flags=tuple(flags_removed),
+            )  # fmt: skip
+
+        return await self._db.run(clear, write=True)
 
     async def ping(self) -> bool:
         try:

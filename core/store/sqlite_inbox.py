@@ -45,7 +45,7 @@ _PRUNE = (
 )
 _KEEP = "INSERT OR REPLACE INTO inbox_keep (conversation, expires_at) VALUES (?, ?)"
 _SCHEDULE = "INSERT OR REPLACE INTO inbox_index (key, thread_id, score) VALUES (?, ?, ?)"
-_DUE = "SELECT thread_id, score FROM inbox_index WHERE key = ? AND score <= ? ORDER BY score, thread_id LIMIT ?"
+_DUE = "SELECT thread_id, score FROM inbox_index WHERE key = ? AND score < ? ORDER BY score, thread_id LIMIT ?"
 _UNSCHEDULE = "DELETE FROM inbox_index WHERE key = ? AND thread_id = ? AND score = ?"  # unless rescheduled since
 
 
@@ -179,7 +179,8 @@ class SqliteInbox:
         return score
 
     async def due(self, namespace: str | None, limit: int) -> list[tuple[str, str]]:
-        key, now_ms = inbox_index_key(self._prefix, namespace), int(self._db.clock() * 1000)
+        # Below the next millisecond, as RedisInbox.due: a score is its millisecond plus a fraction.
+        key, now_ms = inbox_index_key(self._prefix, namespace), int(self._db.clock() * 1000) + 1
         rows = await self._db.run(lambda conn: conn.execute(_DUE, (key, now_ms, limit)).fetchall())
         return [(str(tid), repr(float(score))) for tid, score in rows]  # repr reads back as the very same float
 

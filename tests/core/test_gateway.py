@@ -313,3 +313,85 @@ async def test_max_context_tokens_drops_the_oldest_history_first(
     assert sent[0] == {"role": "system", "content": "S"} and sent[-1]["content"].startswith("message number 5")
     assert 2 <= len(sent) < 12  # some history went
     assert all("message number 0" not in m["content"] for m in sent)  # the oldest first
+
+
+async def test_bots_get_at_most_max_bot_turns_in_a_row_and_a_human_message_resets_the_count(
+    runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
+) -> None:
+    rt = await runtime_factory(memory_scope="channel", max_bot_turns=3, rate_limit_per_minute=0)
+    bot_messages = [msg(f"beep {i}", user="B1", from_bot=True) for i in range(5)]
+    for message in bot_messages:
+        await rt.delivery.receive(message)
+    human = msg("a human speaks", user="U1")
+    assert await rt.ask(human) == "echo: a human speaks"  # turns run in order: the bots' are done by now
+    assert [rt.replies.texts.get(m.dedupe_key) for m in bot_messages] == [
+        ["echo: beep 0"], ["echo: beep 1"], ["echo: beep 2"], None, None,
+    ]  # fmt: skip
+    assert not rt.replies.notices and len(fake_openai.requests) == 4  # the silenced ones never reach the model
+    assert await rt.ask(msg("beep again", user="B1", from_bot=True)) == "echo: beep again"
+
+
+async def test_a_bot_over_a_limit_gets_no_notice(runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI) -> None:
+    rt = await runtime_factory(memory_scope="channel", rate_limit_per_minute=1, max_input_chars=50)
+    first, fast, long = (msg(t, user="B1", from_bot=True) for t in ("one", "two", "x" * 51))
+    for message in (first, fast, long):
+        await rt.delivery.receive(message)
+    assert await rt.ask(msg("human", user="U1")) == "echo: human"
+    assert rt.replies.texts.get(first.dedupe_key) == ["echo: one"]
+    assert fast.dedupe_key not in rt.replies.texts and long.dedupe_key not in rt.replies.texts
+    assert not rt.replies.notices and len(fake_openai.requests) == 2
+
+
+async def test_commands_count_against_the_rate_limit_and_are_refused_over_it(
+    runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
+) -> None:
+    rt = await runtime_factory(rate_limit_per_minute=2)
+    assert await rt.ask(msg("m0")) == "echo: m0"
+    assert "I remember 2 messages" in await rt.ask(msg("memory"))
+    assert "faster than I can answer" in await rt.ask(msg("help"))  # the third message this minute
+    quiet = msg("reset")
+    await rt.delivery.receive(quiet)
+    assert await rt.ask(msg("me too", user="U2")) == "echo: me too"
+    assert quiet.dedupe_key not in rt.replies.texts  # over the limit: no second notice, and no reset either
+    assert await history(rt, "user_U1_session_C1") == ["m0", "echo: m0"]
+
+
+async def test_reset_in_a_thread_forgets_that_thread_and_says_so(runtime_factory: RuntimeFactory) -> None:
+    rt = await runtime_factory(memory_scope="thread")
+    await rt.ask(msg("in thread A", thread_ref="100.1"))
+    await rt.ask(msg("in thread B", thread_ref="200.2"))
+    reply = await rt.ask(msg("reset", thread_ref="100.1"))
+    assert reply == "Done: I've forgotten the 2 messages of this thread's conversation. We start fresh."
+    assert await history(rt, "channel_C1_thread_100.1") == []
+    assert await history(rt, "channel_C1_thread_200.2") == ["in thread B", "echo: in thread B"]
+
+
+async def test_reset_outside_any_thread_in_thread_scope_forgets_nothing_and_says_where_to_reset(
+    runtime_factory: RuntimeFactory,
+) -> None:
+    rt = await runtime_factory(memory_scope="thread")
+    await rt.ask(msg("in thread A", thread_ref="100.1"))
+    reply = await rt.ask(msg("/reset"))  # a Slack slash command: Slack never sends one from inside a thread
+    assert reply.startswith("There was nothing to forget in this channel's conversation.")
+    assert "each thread has its own" in reply and "`reset` in" in reply
+    assert await history(rt, "channel_C1_thread_100.1") == ["in thread A", "echo: in thread A"]
+
+
+@pytest.mark.parametrize(
+    "scope,what",
+    [
+        ("user_channel", "your conversation with me in this channel"),
+        ("channel", "this channel's shared conversation"),
+        ("thread", "this thread's conversation"),
+    ],
+)
+async def test_each_command_reply_names_the_conversation_it_acted_on(
+    runtime_factory: RuntimeFactory, scope: str, what: str
+) -> None:
+    rt = await runtime_factory(memory_scope=scope)
+    await rt.ask(msg("hi", thread_ref="100.1"))
+    assert (await rt.ask(msg("memory", thread_ref="100.1"))).startswith(f"I remember 2 messages of {what}")
+    assert await rt.ask(msg("reset", thread_ref="100.1")) == (
+        f"Done: I've forgotten the 2 messages of {what}. We start fresh."
+    )
+    assert await rt.ask(msg("reset", thread_ref="100.1")) == f"There was nothing to forget in {what}."

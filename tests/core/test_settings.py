@@ -24,7 +24,7 @@ def test_environment_names_are_plain_capitals(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("THREAD_TTL_SECONDS", "0")
     monkeypatch.setenv("LOG_LEVEL", "debug")
     settings = load_settings(_env_file=None)
-    assert settings.redis_url == "rediss://user:pw@redis.example:6380/2"
+    assert settings.redis_dsn == "rediss://user:pw@redis.example:6380/2"
     assert settings.store_max_messages is None and settings.store_ttl_seconds is None
     assert settings.log_level == "DEBUG"
 

@@ -153,7 +153,21 @@ async def test_other_bots_are_answered_with_discord_allow_bots(start_bot: BotFac
         await bot.say("echo to myself", author_id=BOT_ID)  # the bot's own messages stay ignored
         await bot.say("after")
         assert (await bot.fake.next_message()).content == "echo: after"
-        assert [(await bot.delivery.next_received())[0].text for _ in range(2)] == ["beep", "after"]
+        received = [(await bot.delivery.next_received())[0] for _ in range(2)]
+        assert [(m.text, m.from_bot) for m in received] == [("beep", True), ("after", False)]
+
+
+async def test_two_bots_cannot_talk_forever(start_bot: BotFactory) -> None:
+    async with start_bot(discord_allow_bots=True, memory_scope="channel", max_bot_turns=2) as bot:
+        for i in range(2):
+            await bot.say(f"beep {i}", author_id=OTHER_BOT_ID)
+            assert (await bot.fake.next_message()).content == f"echo: beep {i}"
+        await bot.say("beep 2", author_id=OTHER_BOT_ID)
+        received = [(await bot.delivery.next_received())[0].text for _ in range(3)]
+        assert received == ["beep 0", "beep 1", "beep 2"]  # the third is in the inbox before the person writes
+        await bot.say("a human")
+        assert (await bot.fake.next_message()).content == "echo: a human"
+        assert bot.fake.posted.empty()  # the third beep got nothing
 
 
 async def test_typed_commands_work_in_dms_and_mentions(bot: Bot) -> None:
@@ -182,7 +196,7 @@ async def test_channel_allow_list_admits_its_channels_and_their_threads_only(
         assert (await bot.fake.next_message()).channel_id == THREAD_ID
         await bot.say("here")
         assert (await bot.fake.next_message()).channel_id == CHANNEL_ID
-        await bot.say("a DM", channel_id=DM_CHANNEL_ID, mention=False)  # the allow-lists govern guilds only
+        await bot.say("a DM", channel_id=DM_CHANNEL_ID, mention=False)  # no guild list: DMs are open by default
         assert (await bot.fake.next_message()).channel_id == DM_CHANNEL_ID
         handled = [(await bot.delivery.next_received())[0].text for _ in range(3)]
         assert handled == ["in the thread", "here", "a DM"]
@@ -191,10 +205,10 @@ async def test_channel_allow_list_admits_its_channels_and_their_threads_only(
 async def test_guild_allow_list_excludes_other_guilds(
     start_bot: BotFactory, settings_for: SettingsFactory, fake: FakeDiscord
 ) -> None:
-    settings = settings_for(fake).model_copy(update={"discord_guild_ids": [GUILD_ID + 1]})
+    settings = settings_for(fake).model_copy(update={"discord_guild_ids": [GUILD_ID + 1], "discord_dm_policy": "open"})
     async with start_bot(settings=settings) as bot:
         await bot.say("anyone?")
-        await bot.say("a DM", channel_id=DM_CHANNEL_ID, mention=False)
+        await bot.say("a DM", channel_id=DM_CHANNEL_ID, mention=False)  # DMs opened explicitly (test_access.py)
         assert (await bot.fake.next_message()).channel_id == DM_CHANNEL_ID
         assert (await bot.delivery.next_received())[0].text == "a DM"
         assert bot.delivery.received.empty()

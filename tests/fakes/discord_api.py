@@ -1521,6 +1521,7 @@ class FakeDiscord:
             ("GET", "/users/@me", self._get_me),
             ("POST", "/users/@me/channels", self._create_dm),
             ("GET", "/users/{user_id}", self._get_user),
+            ("GET", "/guilds/{guild_id}/members/{user_id}", self._get_member),
             ("GET", "/gateway", self._get_gateway),
             ("GET", "/gateway/bot", self._get_gateway_bot),
             ("GET", "/oauth2/applications/@me", self._get_application),
@@ -1700,6 +1701,16 @@ class FakeDiscord:
         if user is None:
             raise _ApiError(404, 10013, "Unknown User")
         return _json_response(user.to_json())
+
+    async def _get_member(self, request: web.Request) -> web.Response:
+        """Get Guild Member: a bot may ask about any user of a guild it is in, with no privileged intent."""
+        guild = self._guilds.get(_as_int(request.match_info["guild_id"]) or 0)
+        if guild is None:
+            raise _ApiError(404, 10004, "Unknown Guild")
+        user_id = _as_int(request.match_info["user_id"]) or 0
+        if user_id not in guild.nicks:
+            raise _ApiError(404, 10007, "Unknown Member")
+        return _json_response(self._member_json(guild, user_id))
 
     async def _create_dm(self, request: web.Request) -> web.Response:
         recipient = _as_int(self._json_object(request).get("recipient_id"))

@@ -741,6 +741,7 @@ class FakeSlack:
         self._reactions: defaultdict[tuple[str, str], dict[str, list[str]]] = defaultdict(dict)
         self._assistant_status: dict[tuple[str, str], str] = {}
         self._users: dict[str, User] = {}
+        self._members: dict[str, list[str]] = {}
         self._tickets: set[str] = set()
         self._sockets: list[web.WebSocketResponse] = []
         self._socket_connections = 0
@@ -762,6 +763,7 @@ class FakeSlack:
             "chat.stopStream": self._chat_stop_stream,
             "conversations.replies": self._conversations_replies,
             "conversations.history": self._conversations_history,
+            "conversations.members": self._conversations_members,
             "apps.connections.open": self._apps_connections_open,
             "users.info": self._users_info,
         }
@@ -921,6 +923,10 @@ class FakeSlack:
         )
         self._users[user_id] = user
         return user
+
+    def set_members(self, channel: str, users: list[str]) -> None:
+        """Who is in ``channel``, as conversations.members reports it."""
+        self._members[channel] = list(users)
 
     def event_callback(self, event: JsonDict, event_id: str | None = None) -> JsonDict:
         """Like the module-level ``event_callback`` with this workspace's ids; remembers the message."""
@@ -1120,6 +1126,21 @@ class FakeSlack:
             "has_more": bool(next_cursor),
             "response_metadata": {"next_cursor": next_cursor},
         }
+
+    def _conversations_members(self, args: JsonDict) -> JsonDict:
+        """User IDs of a channel set with ``set_members``, ``limit`` per page (cursor: base64 of the offset)."""
+        channel = _channel(args)
+        members = self._members.get(channel)
+        if members is None:
+            raise _ApiError("channel_not_found")
+        try:
+            start = int(base64.b64decode(str(args.get("cursor") or "")).decode() or 0)
+            limit = min(max(int(args.get("limit") or 100), 1), 1000)
+        except ValueError:
+            raise _ApiError("invalid_cursor") from None
+        page, more = members[start : start + limit], start + limit < len(members)
+        next_cursor = base64.b64encode(str(start + limit).encode()).decode() if more else ""
+        return {"members": page, "response_metadata": {"next_cursor": next_cursor}}
 
     def _apps_connections_open(self, args: JsonDict) -> JsonDict:
         ticket = uuid.uuid4().hex

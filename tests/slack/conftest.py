@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from bots.slack import SlackAdapter
+from bots.slack.http_server import HttpLimits
 from core.delivery import Delivery, TurnOutcome
 from core.gateway import Gateway
 from core.llm import OpenAIChatModel
@@ -109,6 +110,8 @@ async def start_slack(
         *,
         gateway: Gateway | None = None,
         progress_interval_seconds: float = 1.0,
+        host: str | None = "127.0.0.1",
+        http_limits: HttpLimits | None = None,
         **overrides: Any,
     ) -> SlackRig:
         settings_fields: dict[str, Any] = {
@@ -138,8 +141,9 @@ async def start_slack(
             progress_interval_seconds=progress_interval_seconds, on_outcome=outcomes.put_nowait,
         )  # fmt: skip
         adapter = SlackAdapter(
-            settings=settings, gateway=gateway, delivery=delivery, host="127.0.0.1", on_outcome=outcomes.put_nowait
-        )
+            settings=settings, gateway=gateway, delivery=delivery, host=host, http_limits=http_limits,
+            on_outcome=outcomes.put_nowait,
+        )  # fmt: skip
         task = asyncio.create_task(adapter.run(), name=f"slack-adapter-{mode}")
         runner = asyncio.create_task(delivery.run(), name="delivery")
         rig = SlackRig(mode, slack, adapter, gateway, delivery, task, runner, outcomes)

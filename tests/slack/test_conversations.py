@@ -174,3 +174,24 @@ async def test_commands_typed_in_a_dm_are_answered_by_the_gateway(
         assert outcome.reply is not None and outcome.reply.kind == "command"
     assert fake_openai.requests == []
     assert len(rig.reply_texts("D1")) == 3
+
+
+async def test_in_thread_scope_slash_reset_points_to_the_thread_and_a_typed_reset_there_forgets_it(
+    start_slack: StartSlack, fake_openai: FakeOpenAI
+) -> None:
+    rig = await start_slack(memory_scope="thread")
+    root = app_mention("remember green", user="U1", channel="C1")
+    await rig.deliver(root)
+    await rig.outcome()
+
+    await rig.command("/reset", user_id="U1", channel_id="C1")  # Slack never sends one from inside a thread
+    await rig.outcome()
+    answer = await rig.slack.next_call("response_url")
+    assert answer.args["text"].startswith("There was nothing to forget") and "thread" in answer.args["text"]
+
+    await rig.deliver(app_mention("reset", user="U1", channel="C1", thread_ts=root["ts"]))
+    await rig.outcome()
+    assert rig.reply_texts("C1", root["ts"])[-1].startswith("Done: I've forgotten the 2 messages of this thread's")
+    await rig.deliver(app_mention("what colour?", user="U1", channel="C1", thread_ts=root["ts"]))
+    await rig.outcome()
+    assert user_texts(fake_openai) == ["what colour?"]

@@ -85,6 +85,7 @@ def test_other_bots_are_ignored_unless_allowed() -> None:
     other = bot_message("beep", bot_user_id="UOTHER", bot_id="BOTHER", channel_type="im")
     assert convert(other) is None
     assert convert(other, allow_bots=True).incoming.user_id == "UOTHER"
+    assert convert(other, allow_bots=True).incoming.from_bot and not convert(im_message("hi")).incoming.from_bot
 
 
 def test_file_share_and_thread_broadcast_are_user_messages() -> None:

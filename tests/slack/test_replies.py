@@ -104,6 +104,31 @@ async def test_mass_mentions_from_model_or_user_never_reach_slack(
     assert [piece for piece in shown if CROWD.search(piece)] == []
 
 
+PING = re.compile(r"<@[UW]|<!subteam", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("where", ["channel", "dm"])
+async def test_user_and_group_mentions_from_the_model_or_quoted_from_the_user_never_ping(
+    start_slack: StartSlack, fake_openai: FakeOpenAI, where: str
+) -> None:
+    rig = await start_slack(progress_interval_seconds=0)
+    fake_openai.script(Reply("Sure, I'll ask <@U999> and <@W42|carol> and <!subteam^S7|@oncall> right away ok"))
+    await ask(rig, app_mention("x") if where == "channel" else im_message("x"))
+    await ask(rig, app_mention("say hi to <@U2>") if where == "channel" else im_message("say hi to <@U2>"))  # echoed
+
+    shown = [piece for call in rig.slack.calls for piece in posted_texts(call)]
+    assert any("carol" in piece for piece in shown) and any("U2" in piece for piece in shown)
+    assert [piece for piece in shown if PING.search(piece)] == []
+
+
+async def test_slack_allow_user_mentions_lets_the_model_mention_a_user(
+    start_slack: StartSlack, fake_openai: FakeOpenAI
+) -> None:
+    rig = await start_slack(slack_allow_user_mentions=True)
+    fake_openai.script(Reply("Ping <@U999>, not <!here>"))
+    assert await ask(rig, im_message("x")) == ["Ping <@U999>, not @\u200dhere"]
+
+
 async def test_channel_reply_streams_natively_and_ends_with_the_exact_text(
     start_slack: StartSlack, fake_openai: FakeOpenAI
 ) -> None:

@@ -16,8 +16,24 @@ def test_every_crowd_mention_is_neutralised() -> None:
     assert out.replace("\u200d", "") == "@channel @here @everyone @devs @group @channel @Here @everyone!"
 
 
-def test_user_mentions_and_emails_are_left_alone() -> None:
-    assert neutralise("ask <@U123> or mail ops@example.com") == "ask <@U123> or mail ops@example.com"
+PING = re.compile(r"<@[UW]|<!subteam", re.IGNORECASE)
+
+
+def test_user_and_usergroup_mentions_are_neutralised_by_default() -> None:
+    text = "ask <@U123>, <@W9|bob> or <!subteam^S1|@devs>; mail ops@example.com"
+    out = neutralise(text)
+    assert PING.search(out) is None
+    assert out.replace("\u200d", "") == "ask @U123, @bob or @devs; mail ops@example.com"
+    assert PING.search(fallback_text(text)) is None
+    assert all(PING.search(part) is None for part in message_parts(text))
+
+
+def test_slack_allow_user_mentions_lets_user_and_group_mentions_through_but_never_a_crowd() -> None:
+    text = "ask <@U123> and <!subteam^S1|@devs>, not <!here>"
+    out = neutralise(text, allow_user_mentions=True)
+    assert "<@U123>" in out and "<!subteam^S1|@devs>" in out and CROWD.search(out.replace("<!subteam", "")) is None
+    assert message_parts(text, allow_user_mentions=True) == [out]
+    assert "<@U123>" in fallback_text(text, allow_user_mentions=True)
 
 
 def test_fallback_drops_markdown_and_cannot_rebuild_a_mention() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -295,3 +296,11 @@ async def test_sqlite_sweep_drops_expired_inbox_rows_and_keeps_live_ones(tmp_pat
         assert conn.execute("SELECT count(*) FROM inbox_index").fetchone()[0] == 2  # no TTL in Redis either
     finally:
         conn.close()
+
+
+async def test_a_conversation_scheduled_for_now_is_due_at_once(inbox_factory: InboxFactory) -> None:
+    """Scores carry a random fraction of a millisecond: one scheduled in this very millisecond is due too."""
+    inbox = inbox_factory()
+    for i in range(30):
+        await inbox.schedule(NS, f"{TID}-{i}", time.time())
+        assert f"{TID}-{i}" in [thread_id for thread_id, _ in await inbox.due(NS, 100)]
