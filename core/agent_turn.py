@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from core.context import estimate_tokens, fit_history, history_budget_after_refusal, tools_tokens, well_formed
 from core.errors import ContextTooLongError, ModelTimeoutError
 from core.messages import ChatMessage
-from core.model import ModelReply, ToolCallingModel, ToolChoice
+from core.model import ModelReply, ToolChoice, calls_tools
 from core.tools.base import Approver, ToolSpec
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ class AgentTurn:
     async def _model_call(self, messages: list[ChatMessage], tool_choice: ToolChoice | None) -> ModelReply:
         model = self._agent.model
         on_delta = self._streamer() if self._on_text is not None else None
-        if isinstance(model, ToolCallingModel):
+        if calls_tools(model):
             return await model.reply(messages, tools=self._tool_defs, tool_choice=tool_choice, on_delta=on_delta)
         if on_delta is None:  # a text-only model (the notebook's, a benchmark's): no tools offered
             return ModelReply(await model.complete(messages))

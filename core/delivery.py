@@ -108,6 +108,10 @@ class Delivery:
         self._behind: set[_Key] = set()  # queued behind this process's own turn there: waiting once it ends
         self._accepting = True
         self._wake = asyncio.Event()
+        # A sweep stopped for want of a free slot: the next slot that frees wakes it. Otherwise a turn that
+        # ends wakes nothing: messages queued here are handed over without the index (the sweep is for
+        # conversations other processes left, and for what a failed step put back there).
+        self._starved = False
         self._on_outcome = on_outcome
 
     @property
@@ -180,14 +184,14 @@ class Delivery:
                 with contextlib.suppress(StoreError):
                     await self._inbox.schedule(namespace, thread_id, time.time())
                 self._wake.set()
-        elif not take:
-            if self._accepting:
-                if key in self._running:
-                    self._behind.add(key)
-                else:
-                    self._waiting[key] = None
-                self._hand_over()
-            self._wake.set()
+        elif not take and self._accepting:
+            # Queued here: taken by this process's own turn there (FINISH hands it over) or by a slot that
+            # frees, not by a sweep.
+            if key in self._running:
+                self._behind.add(key)
+            else:
+                self._waiting[key] = None
+            self._hand_over()
         return "queued" if intake.outcome == "taken" else intake.outcome
 
     async def run(self) -> None:
@@ -208,15 +212,18 @@ class Delivery:
     async def _sweep(self, namespace: str) -> bool:
         """Take, reschedule or drop the conversations due in the index; True when more may be due."""
         if self._free <= 0 or not self._accepting:
+            self._starved = self._accepting
             return False
+        self._starved = False
         limit = max(self._free * 2, 16)
         rows = await self._inbox.due(namespace, limit=limit)
         moved = 0
         for thread_id, score in rows:
             key = (namespace, thread_id)
-            if key in self._running:
-                continue
+            if key in self._running or key in self._waiting:
+                continue  # this process's: its own turn or a slot that frees takes the message
             if self._free <= 0 or not self._accepting:
+                self._starved = self._accepting
                 return False
             moved += 1
             self._free -= 1
@@ -307,13 +314,15 @@ class Delivery:
                 self._waiting[key] = None
             self._free += 1
             self._hand_over()
-            self._wake.set()
+            if self._starved or not self._accepting:
+                self._wake.set()
 
     async def _release(self, lease: Lease) -> None:
         try:
             async with asyncio.timeout(5):
                 await self._inbox.release(lease)
                 await self._inbox.schedule(lease.namespace, lease.thread_id, time.time())
+            self._wake.set()  # due now: the next sweep (here or elsewhere) takes it
             log.info("lease released for the next process", extra={"message_key": lease.message_key})
         except (StoreError, TimeoutError) as exc:  # it then expires on its own
             log.warning("lease not released (it expires by itself): %s", exc, extra={"message_key": lease.message_key})

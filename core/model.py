@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeGuard
 
 from core.messages import ChatMessage, ToolCall
 
-__all__ = ["ChatModel", "DeltaCallback", "ModelReply", "ToolCallingModel", "ToolChoice"]
+__all__ = ["ChatModel", "DeltaCallback", "ModelReply", "ToolCallingModel", "ToolChoice", "calls_tools"]
 
 DeltaCallback = Callable[[str], Awaitable[None]]
 ToolChoice = Literal["auto", "none"]
@@ -35,7 +35,6 @@ class ChatModel(Protocol):
     def stream(self, messages: Sequence[ChatMessage]) -> AsyncIterator[str]: ...
 
 
-@runtime_checkable
 class ToolCallingModel(ChatModel, Protocol):
     async def reply(
         self,
@@ -51,3 +50,10 @@ class ToolCallingModel(ChatModel, Protocol):
             ModelError: the call failed (ContextTooLongError: the request is too long for the model).
         """
         ...
+
+
+def calls_tools(model: ChatModel) -> TypeGuard[ToolCallingModel]:
+    """Whether `model` has `reply`, the one member a ToolCallingModel adds to a ChatModel. Asked on every
+    model call: isinstance() against a runtime-checkable Protocol walks the Protocol's attributes each
+    time (typing._get_protocol_attrs on Python 3.11), a cost on every turn."""
+    return callable(getattr(model, "reply", None))

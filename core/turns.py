@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 __all__ = ["IncomingMessage", "Reply", "ReplyKind"]
@@ -37,12 +37,18 @@ class IncomingMessage:
 
     def to_json(self) -> str:
         """What the inbox keeps: enough for any process to answer and post, long after the event."""
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # Field by field, not dataclasses.asdict: that deep-copies recursively, a cost on every message.
+        data = {f: getattr(self, f) for f in _FIELDS}
+        data["metadata"] = dict(self.metadata)
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> IncomingMessage:
         data: dict[str, Any] = json.loads(raw)
         return cls(**data)
+
+
+_FIELDS = tuple(f.name for f in fields(IncomingMessage))
 
 
 @dataclass(frozen=True, slots=True)
