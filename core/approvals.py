@@ -30,7 +30,7 @@ import logging
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import replace
-from typing import Any, Final, Literal, Protocol, runtime_checkable
+from typing import Any, Final, Literal, Protocol, cast
 
 from core.errors import StoreError
 from core.metrics import Metrics
@@ -69,7 +69,6 @@ Decision = Literal["approve", "deny"]
 _ZWSP = "\u200b"
 
 
-@runtime_checkable
 class ApprovalPrompts(Protocol):
     """What a platform writer does for approvals (SlackReply, DiscordReply): post and close the prompt."""
 
@@ -162,11 +161,13 @@ class Approvals:
 
     def hook(self, lease: Lease, requester: str, writer: object) -> Approver | None:
         """The approval hook of one turn; None when `writer` cannot post prompts (the call is then refused)."""
-        if not isinstance(writer, ApprovalPrompts):
+        # Not isinstance() against the Protocol: on Python 3.11 that walks its members on every turn.
+        if not callable(getattr(writer, "post_approval", None)):
             return None
+        prompts = cast("ApprovalPrompts", writer)
 
         async def approve(call: PendingCall) -> bool | str:
-            return await self._approve(lease, requester, writer, call)
+            return await self._approve(lease, requester, prompts, call)
 
         return approve
 

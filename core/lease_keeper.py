@@ -31,23 +31,13 @@ class LeaseLostError(GatewayError):
 
 
 class LeaseKeeper:
-    """Renews `lease` while the block runs; `guard` stops the work it awaits once the lease is lost.
-
-    A turn usually ends well within a renewal period: a timer, not a task, waits for the first renewal,
-    and `guard` runs the work in the caller's own task (cancelled, as asyncio.timeout does, if the lease
-    goes), so keeping a lease costs a turn no task of its own.
-    """
-
     def __init__(self, inbox: Inbox, lease: Lease) -> None:
         self._inbox = inbox
         self.lease = lease
         self._seconds = inbox.lease_seconds
         self.deadline = time.monotonic() + self._seconds
         self.lost = asyncio.Event()
-        self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
-        self._guarded: asyncio.Task[object] | None = None  # the task in `guard`, cancelled if the lease goes
-        self._stopped_work = False
         # Checked as well as cancelling: on Python 3.11, asyncio.wait_for (redis-py sends with it) swallows a
         # cancellation that lands as the send completes, and a keeper that missed it would renew for ever.
         self._stopping = False
@@ -57,17 +47,14 @@ class LeaseKeeper:
         return self.lost.is_set() or time.monotonic() >= self.deadline
 
     async def __aenter__(self) -> LeaseKeeper:
-        self._schedule()
+        self._task = asyncio.create_task(self._keep(), name=f"lease-{self.lease.message_key}")
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._stopping = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if self._task is not None:
+            self._stopping = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -78,50 +65,26 @@ class LeaseKeeper:
         Raises:
             LeaseLostError: the lease went before `work` ended.
         """
-        current = asyncio.current_task()
-        if current is None or self._guarded is not None:
-            raise RuntimeError("LeaseKeeper.guard needs a task of its own, one work at a time")
-        if self.lost.is_set():
-            if asyncio.iscoroutine(work):
-                work.close()
-            raise LeaseLostError(f"lost the lease on {self.lease.message_key} while answering it")
-        self._guarded = current
+        task = asyncio.ensure_future(work)
+        lost = asyncio.ensure_future(self.lost.wait())
         try:
-            result = await work
-        except asyncio.CancelledError:
-            if self._stopped_work and current.uncancel() == 0:  # our cancellation, not the caller's
-                raise LeaseLostError(f"lost the lease on {self.lease.message_key} while answering it") from None
-            raise
+            await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self._guarded = None
-        if self._stopped_work:  # the work swallowed our cancellation: the lease is gone all the same
-            current.uncancel()
+            lost.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if task.cancelled():
             raise LeaseLostError(f"lost the lease on {self.lease.message_key} while answering it")
-        return result
-
-    def _schedule(self) -> None:
-        """The next renewal, a third of the lease from now (the renewal period, not synchronisation)."""
-        self._timer = asyncio.get_running_loop().call_later(self._seconds / 3, self._due)
-
-    def _due(self) -> None:
-        self._timer = None
-        if not self._stopping:
-            self._task = asyncio.create_task(self._keep(), name=f"lease-{self.lease.message_key}")
+        return task.result()
 
     async def _keep(self) -> None:
-        if self._stopping:
-            return
-        if await self._renew():
-            if not self._stopping:
-                self._schedule()
-        elif not self._stopping:
-            self._lose()
-
-    def _lose(self) -> None:
-        self.lost.set()
-        if self._guarded is not None and not self._stopped_work:
-            self._stopped_work = True
-            self._guarded.cancel()
+        while not self._stopping:
+            await asyncio.sleep(self._seconds / 3)  # the renewal period, not synchronisation
+            if not self._stopping and not await self._renew():
+                self.lost.set()
+                return
 
     async def _renew(self) -> bool:
         while not self._stopping:
