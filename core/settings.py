@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     approvers: str = Field(
         "", description="Comma-separated user IDs who may approve any call (the requester always may)"
     )
+    admins: str = Field(
+        "", description="Comma-separated user IDs who may use the admin commands and are exempt from token budgets"
+    )
 
     # Gateway
     dedupe_ttl_seconds: int = Field(86400, ge=1, description="How long a platform event ID is remembered")
@@ -224,6 +227,11 @@ class Settings(BaseSettings):
     def approver_ids(self) -> frozenset[str]:
         """APPROVERS as a set of user IDs (blank entries dropped)."""
         return frozenset(part.strip() for part in self.approvers.split(",") if part.strip())
+
+    @property
+    def admin_ids(self) -> frozenset[str]:
+        """ADMINS as a set of user IDs (blank entries dropped)."""
+        return frozenset(part.strip() for part in self.admins.split(",") if part.strip())
 
     @property
     def store_max_messages(self) -> int | None:
