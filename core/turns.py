@@ -35,6 +35,16 @@ class IncomingMessage:
     def dedupe_key(self) -> str:
         return self.turn_key or self.event_id
 
+    @property
+    def workspace_id(self) -> str | None:
+        """The Slack team or Discord guild the message came from; None for a Discord DM."""
+        return self.metadata.get("team_id") or self.metadata.get("guild_id") or None
+
+    @property
+    def is_dm(self) -> bool:
+        """A direct message with the bot (adapters set metadata `is_dm` to "1")."""
+        return self.metadata.get("is_dm") == "1"
+
     def to_json(self) -> str:
         """What the inbox keeps: enough for any process to answer and post, long after the event."""
         # Field by field, not dataclasses.asdict: that deep-copies recursively, a cost on every message.

@@ -128,6 +128,8 @@ def _place(trigger: Trigger, channel_id: int, guild_id: int | None) -> dict[str,
     metadata = {"trigger": trigger, "channel_id": str(channel_id)}
     if guild_id is not None:
         metadata["guild_id"] = str(guild_id)
+    else:
+        metadata["is_dm"] = "1"
     return metadata
 
 

@@ -175,5 +175,10 @@ def message_from_command(body: Mapping[str, Any]) -> IncomingMessage | None:
         channel_id=conversation_id(team, str(channel)),
         text=command,
         # Slash commands answer through their response_url (ephemeral, valid for 30 minutes).
-        metadata={"team_id": team, "channel": str(channel), "response_url": str(body.get("response_url") or "")},
+        metadata={
+            "team_id": team,
+            "channel": str(channel),
+            "response_url": str(body.get("response_url") or ""),
+            "is_dm": "1" if str(channel).startswith("D") else "",
+        },
     )
