@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from core.agent_turn import AgentTurn
+from core.agent_turn import AgentTurn, TurnOptions
 from core.context import estimate_tokens, fit_history, well_formed
 from core.messages import ChatMessage
 from core.model import ChatModel
@@ -30,6 +30,7 @@ __all__ = [
     "AgentResponseUpdate",
     "AgentThread",
     "ChatModel",
+    "TurnOptions",
     "estimate_tokens",
 ]
 
@@ -120,17 +121,19 @@ class Agent:
         *,
         on_text: Callable[[str], Awaitable[None]] | None = None,
         approve: Approver | None = None,
+        options: TurnOptions | None = None,
     ) -> AgentResponse:
         """Answer `prompt` after `history`, storing nothing: the caller commits `response.messages`.
 
         With `on_text`, the reply is streamed and `on_text` is awaited with the text so far after each
         piece (and with the tools' titles while they run). `approve` is asked before each call of a tool
-        that needs approval; without it such calls are not run.
+        that needs approval; without it such calls are not run. `options` are a profile's changes for this
+        answer (instructions, model, temperature, the tools offered).
 
         Raises:
             ModelError: the model failed (ModelTimeoutError: one call took over MODEL_TIMEOUT_SECONDS).
         """
-        turn = AgentTurn(self, history, prompt, on_text=on_text, approve=approve)
+        turn = AgentTurn(self, history, prompt, on_text=on_text, approve=approve, options=options)
         result = await turn.run()
         return AgentResponse(result.text, result.messages, result.model_seconds, result.kept)
 

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.context import estimate_tokens, fit_history, history_budget_after_refusal, tools_tokens, well_formed
 from core.errors import ContextTooLongError, ModelTimeoutError
@@ -29,12 +29,22 @@ from core.tools.base import Approver, ToolSpec
 if TYPE_CHECKING:
     from core.agent import Agent
 
-__all__ = ["DROPPED_NOTE", "STOPPED_NOTE", "AgentTurn", "TurnResult"]
+__all__ = ["DROPPED_NOTE", "STOPPED_NOTE", "AgentTurn", "TurnOptions", "TurnResult"]
 
 log = logging.getLogger(__name__)
 
 DROPPED_NOTE = "_(Older messages of our conversation were dropped: they no longer fit the model's context.)_"
 STOPPED_NOTE = "I stopped after {steps} rounds of tool calls without reaching an answer. Please try a narrower request."
+
+
+@dataclass(frozen=True, slots=True)
+class TurnOptions:
+    """What a profile changes for one answer; None keeps the agent's own (its instructions, model, every tool)."""
+
+    instructions: str | None = None
+    model: str | None = None
+    temperature: float | None = None
+    tool_names: frozenset[str] | None = None  # the tools offered; the others are never shown to the model
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +68,22 @@ class AgentTurn:
         *,
         on_text: Callable[[str], Awaitable[None]] | None,
         approve: Approver | None,
+        options: TurnOptions | None = None,
     ) -> None:
         self._agent = agent
-        self._specs: dict[str, ToolSpec] = agent.tools.specs() if agent.tools is not None else {}
+        options = options or TurnOptions()
+        specs: dict[str, ToolSpec] = agent.tools.specs() if agent.tools is not None else {}
+        if options.tool_names is not None:
+            specs = {name: spec for name, spec in specs.items() if name in options.tool_names}
+        self._specs = specs
         self._tool_defs = [spec.to_openai() for spec in self._specs.values()]
-        self._system = [ChatMessage(role="system", text=agent.instructions)] if agent.instructions else []
+        instructions = options.instructions if options.instructions is not None else agent.instructions
+        self._system = [ChatMessage(role="system", text=instructions)] if instructions else []
+        # Only what the profile sets: a model port without these keywords still works without profiles.
+        self._call_options: dict[str, Any] = {
+            key: value for key, value in (("model", options.model), ("temperature", options.temperature))
+            if value is not None
+        }  # fmt: skip
         self._budget = self._history_budget(prompt)
         self._history = self._fit(history)
         self._new = [prompt]
@@ -124,7 +145,9 @@ class AgentTurn:
         model = self._agent.model
         on_delta = self._streamer() if self._on_text is not None else None
         if calls_tools(model):
-            return await model.reply(messages, tools=self._tool_defs, tool_choice=tool_choice, on_delta=on_delta)
+            return await model.reply(
+                messages, tools=self._tool_defs, tool_choice=tool_choice, on_delta=on_delta, **self._call_options
+            )
         if on_delta is None:  # a text-only model (the notebook's, a benchmark's): no tools offered
             return ModelReply(await model.complete(messages))
         parts: list[str] = []

@@ -135,13 +135,19 @@ class Delivery:
         """
         if not incoming.text.strip():
             return "ignored"
-        namespace, thread_id = incoming.platform, self._gateway.thread_id(incoming)
+        resolved = self._gateway.resolve(incoming)
+        if not self._gateway.admits(incoming, resolved):  # `respond: never`, or a sender its allow/deny refuses
+            log.info("message ignored by profile %s", resolved.profile or "-", extra={
+                "platform": incoming.platform, "event_id": incoming.dedupe_key, "outcome": "profile"})  # fmt: skip
+            self._report(TurnOutcome(incoming.event_id, "ignored"))
+            return "ignored"
+        namespace, thread_id = incoming.platform, self._gateway.thread_id(incoming, resolved)
         key = (namespace, thread_id)
         take = self._accepting and self._free > 0 and key not in self._running and not self._waiting
         if take:
             self._free -= 1  # before any await: two arrivals can never both take the last slot
         try:
-            intake = await self._store(incoming, key, take)
+            intake = await self._store(incoming, key, take, resolved.rate_limit_per_minute)
         except BaseException:
             if take:
                 self._free += 1
@@ -153,12 +159,11 @@ class Delivery:
         self._start(key, intake.claim)
         return "taken"
 
-    async def _store(self, incoming: IncomingMessage, key: _Key, take: bool) -> Intake:
+    async def _store(self, incoming: IncomingMessage, key: _Key, take: bool, rate_limit: int) -> Intake:
         namespace, thread_id = key
         stored = self._inbox.receive(
             namespace, thread_id, incoming.dedupe_key, incoming.to_json(), token=uuid4().hex, take=take,
-            user_id=incoming.user_id, rate_window=int(time.time() // _RATE_WINDOW_SECONDS),
-            rate_limit=self._gateway.settings.rate_limit_per_minute,
+            user_id=incoming.user_id, rate_window=int(time.time() // _RATE_WINDOW_SECONDS), rate_limit=rate_limit,
         )  # fmt: skip
         if take:
             # Due only once the lease would have run out (a safety net should this process die), so it may
@@ -410,7 +415,10 @@ class Delivery:
         """
         while True:
             try:
-                write = self._inbox.commit(keeper.lease, answer.messages, record, clear=answer.clear)
+                write = self._inbox.commit(
+                    keeper.lease, answer.messages, record, clear=answer.clear, max_messages=answer.max_messages,
+                    ttl_seconds=answer.ttl_seconds,
+                )  # fmt: skip
                 return await asyncio.shield(write)
             except StoreUnavailableError as exc:
                 if keeper.expired:

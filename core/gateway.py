@@ -13,14 +13,16 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from core.agent import Agent, ChatModel
+from core.admin import AdminCommands
+from core.agent import Agent, ChatModel, TurnOptions
 from core.approvals import Approvals
 from core.commands import Command, describe_duration, help_text, parse_command
 from core.errors import GatewayError, ModelTimeoutError
 from core.messages import ChatMessage
 from core.metrics import Metrics
+from core.profile_rules import Place, Profiles, Resolved
 from core.settings import Settings
 from core.store.base import MemoryBackend
 from core.threads import channel_thread_id, platform_thread_id, thread_id_for
@@ -36,12 +38,16 @@ ProgressCallback = Callable[[str], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A turn's outcome: the reply to post and what the commit stores (`clear` empties the history first)."""
+    """A turn's outcome: the reply to post and what the commit stores (`clear` empties the history first).
+    `max_messages` and `ttl_seconds` are the conversation's limits for the commit (its profile's; None: the
+    store's own), in the settings' terms: 0 keeps every message, or never expires."""
 
     reply: Reply
     messages: list[ChatMessage] = field(default_factory=list)
     clear: bool = False
     model_seconds: float = 0.0
+    max_messages: int | None = None
+    ttl_seconds: int | None = None
 
 
 class Gateway:
@@ -56,9 +62,12 @@ class Gateway:
         metrics: Metrics | None = None,
         tools: Toolbox | None = None,
         approvals: Approvals | None = None,
+        profiles: Profiles | None = None,
     ) -> None:
         self._settings = settings
         self._backend = backend
+        self.profiles = profiles or Profiles(settings)
+        self.admin = AdminCommands(backend, settings.admin_ids, lease_seconds=settings.lock_timeout_seconds)
         self.metrics = metrics or Metrics()
         self.tools = tools
         self.approvals = approvals or Approvals(
@@ -87,9 +96,17 @@ class Gateway:
     def settings(self) -> Settings:
         return self._settings
 
-    def thread_id(self, incoming: IncomingMessage) -> str:
-        """The conversation this message belongs to, by MEMORY_SCOPE."""
-        scope = self._settings.memory_scope
+    def resolve(self, incoming: IncomingMessage) -> Resolved:
+        """The settings of the message's place: its profile's, the defaults', the environment's."""
+        return self.profiles.resolve(incoming)
+
+    def admits(self, incoming: IncomingMessage, resolved: Resolved) -> bool:
+        """Whether the place's profile lets the bot answer this sender at all (`respond: never`, allow, deny)."""
+        return resolved.respond != "never" and resolved.permits(Place.of(incoming))
+
+    def thread_id(self, incoming: IncomingMessage, resolved: Resolved | None = None) -> str:
+        """The conversation this message belongs to, by its memory scope (MEMORY_SCOPE or its profile's)."""
+        scope = (resolved or self.resolve(incoming)).memory_scope
         if scope == "channel":
             return channel_thread_id(incoming.channel_id)
         if scope == "thread":
@@ -115,12 +132,20 @@ class Gateway:
         `approve` is asked before each call of a tool that needs a person's approval (the delivery layer
         posts the prompt and waits for the click); without it, such calls are not run.
         """
-        thread_id = self.thread_id(incoming)
-        limited = self.refusal(incoming, history, hits)
+        resolved = self.resolve(incoming)  # the whole turn keeps this, whatever a reload brings meanwhile
+        thread_id = self.thread_id(incoming, resolved)
+        admin = self.admin.command(incoming)
+        if admin is None and await self.admin.paused(incoming):
+            log.info("channel paused by an admin: message ignored", extra={"outcome": "paused"})
+            return Answer(Reply("", kind="silent", thread_id=thread_id))
+        limited = self.refusal(incoming, history, hits, resolved)
         if limited is not None:
             return Answer(limited)
+        if resolved.max_messages and len(history) > resolved.max_messages:
+            history = history[-resolved.max_messages :]  # read with the widest cap of all profiles
         async with working() if working is not None else contextlib.nullcontext():
-            return await self._answer(incoming, history, thread_id, on_text, approve)
+            answer = await self._answer(incoming, history, thread_id, on_text, approve=approve, resolved=resolved)
+        return replace(answer, max_messages=resolved.max_messages, ttl_seconds=resolved.ttl_seconds)
 
     async def _answer(
         self,
@@ -128,11 +153,17 @@ class Gateway:
         history: Sequence[ChatMessage],
         thread_id: str,
         on_text: ProgressCallback | None,
+        *,
         approve: Approver | None,
+        resolved: Resolved,
     ) -> Answer:
+        admin = self.admin.command(incoming)
+        if admin is not None:
+            text, clear = await self.admin.run(admin, incoming, thread_id, resolved.memory_scope)
+            return Answer(Reply(text, kind="command", thread_id=thread_id), clear=clear)
         command = parse_command(incoming.text)
         if command is not None:
-            text, clear = await self._run_command(command, incoming, thread_id, history)
+            text, clear = await self._run_command(command, incoming, thread_id, history, resolved)
             return Answer(Reply(text, kind="command", thread_id=thread_id), clear=clear)
         log.debug("message text: %s", incoming.text)
         prompt = ChatMessage(
@@ -146,7 +177,9 @@ class Gateway:
             # by APPROVAL_TIMEOUT_SECONDS). Reads and writes have their own bounds.
             async with asyncio.timeout(seconds) as budget:
                 hook = _outside(budget, approve) if approve is not None else None
-                response = await self.agent.respond(history, prompt, on_text=on_text, approve=hook)
+                response = await self.agent.respond(
+                    history, prompt, on_text=on_text, approve=hook, options=_options(resolved)
+                )
         except TimeoutError:
             error = ModelTimeoutError(f"no complete answer within TURN_TIMEOUT_SECONDS={seconds}")
             return self._failed(incoming, thread_id, error)
@@ -164,24 +197,27 @@ class Gateway:
         log.warning("turn failed: %s", exc, extra={"outcome": type(exc).__name__})
         return Answer(Reply(exc.user_message, kind="error", thread_id=thread_id))
 
-    def refusal(self, incoming: IncomingMessage, history: Sequence[ChatMessage], hits: int) -> Reply | None:
+    def refusal(
+        self, incoming: IncomingMessage, history: Sequence[ChatMessage], hits: int, resolved: Resolved | None = None
+    ) -> Reply | None:
         """Why `incoming` gets no model turn: over a limit, or a bot past MAX_BOT_TURNS in a row; None: answer it.
 
         A person is told once per rate window; a bot is never told anything (a notice would be one more
         message for it to answer, and the loop would go on).
         """
-        thread_id = self.thread_id(incoming)
+        resolved = resolved or self.resolve(incoming)
+        thread_id = self.thread_id(incoming, resolved)
         cap = self._settings.max_bot_turns
         if incoming.from_bot and cap and _bot_streak(history) >= cap:
             log.info("bot turn cap reached: %d bot messages in a row get no answer until a person writes", cap,
                      extra={"outcome": "bot_cap"})  # fmt: skip
             return Reply("", kind="silent", thread_id=thread_id)
-        limited = self._check_limits(incoming, thread_id, hits)
+        limited = self._check_limits(incoming, thread_id, hits, resolved.rate_limit_per_minute)
         if limited is not None and incoming.from_bot:
             return Reply("", kind="silent", thread_id=thread_id)
         return limited
 
-    def _check_limits(self, incoming: IncomingMessage, thread_id: str, hits: int) -> Reply | None:
+    def _check_limits(self, incoming: IncomingMessage, thread_id: str, hits: int, per_minute: int) -> Reply | None:
         limit = self._settings.max_input_chars
         if len(incoming.text) > limit:
             text = (
@@ -189,7 +225,6 @@ class Gateway:
                 "Please shorten it or split it up."
             )
             return Reply(text, kind="limit", thread_id=thread_id)
-        per_minute = self._settings.rate_limit_per_minute
         if per_minute and hits > per_minute:
             self.metrics.rate_limited.labels(incoming.platform).inc()
             if hits > per_minute + 1:  # told once this window; another notice would only add to the flood
@@ -199,17 +234,22 @@ class Gateway:
         return None
 
     async def _run_command(
-        self, command: Command, incoming: IncomingMessage, thread_id: str, history: Sequence[ChatMessage]
+        self,
+        command: Command,
+        incoming: IncomingMessage,
+        thread_id: str,
+        history: Sequence[ChatMessage],
+        resolved: Resolved,
     ) -> tuple[str, bool]:
-        max_messages, ttl = self._settings.store_max_messages, self._settings.store_ttl_seconds
-        what = self._conversation_name(incoming)
+        max_messages, ttl = resolved.max_messages or None, resolved.ttl_seconds or None
+        what = self._conversation_name(incoming, resolved.memory_scope)
         count = len(history)
         messages = f"{count} message{'' if count == 1 else 's'}"
         if command == "reset":
             if count:
                 return f"Done: I've forgotten the {messages} of {what}. We start fresh.", True
             text = f"There was nothing to forget in {what}."
-            if self._settings.memory_scope == "thread" and not incoming.thread_ref:
+            if resolved.memory_scope == "thread" and not incoming.thread_ref:
                 text += " Here each thread has its own conversation: write `reset` in the thread to forget it."
             return text, True
         if command == "help":
@@ -223,14 +263,24 @@ class Gateway:
             expiry = f"They are forgotten after {describe_duration(ttl)} without activity{remaining}."
         return f"I remember {messages} of {what}{cap}. {expiry}", False
 
-    def _conversation_name(self, incoming: IncomingMessage) -> str:
-        """The conversation a command acts on, in the user's words (MEMORY_SCOPE decides which it is)."""
-        scope = self._settings.memory_scope
+    def _conversation_name(self, incoming: IncomingMessage, scope: str) -> str:
+        """The conversation a command acts on, in the user's words (the memory scope decides which it is)."""
         if scope == "channel":
             return "this channel's shared conversation"
         if scope == "thread":
             return "this thread's conversation" if incoming.thread_ref else "this channel's conversation"
         return "your conversation with me in this channel"
+
+
+def _options(resolved: Resolved) -> TurnOptions:
+    """What the turn changes from the agent's own: only the values a profile (or `defaults`) sets. The agent
+    was built from the same environment, and its model may be named otherwise than OPENAI_MODEL says."""
+    picked = {name: getattr(resolved, name) if resolved.from_file(name) else None
+              for name in ("system_prompt", "model", "temperature", "tools")}  # fmt: skip
+    return TurnOptions(
+        instructions=picked["system_prompt"], model=picked["model"], temperature=picked["temperature"],
+        tool_names=picked["tools"],
+    )  # fmt: skip
 
 
 def _bot_streak(history: Sequence[ChatMessage]) -> int:

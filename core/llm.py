@@ -143,8 +143,11 @@ class OpenAIChatModel(AgentFactory):
         tools: Sequence[dict[str, Any]] = (),
         tool_choice: ToolChoice | None = None,
         on_delta: DeltaCallback | None = None,
+        model: str | None = None,
+        temperature: float | None = None,
     ) -> ModelReply:
-        """One call with `tools` offered: text and any tool calls, streamed to `on_delta` when given.
+        """One call with `tools` offered: text and any tool calls, streamed to `on_delta` when given;
+        `model` and `temperature`, when given, are this call's instead of the client's model and the server's default.
 
         Raises:
             ModelError: timeout, rejection (ContextTooLongError for a request too long), server error,
@@ -153,11 +156,13 @@ class OpenAIChatModel(AgentFactory):
         client = self.client
         offered = cast("list[ChatCompletionToolUnionParam]", list(tools)) if tools else omit
         choice: ToolChoice | Omit = tool_choice if tools and tool_choice else omit
+        model_id = model or self.model_id
+        options = {**self._limits(model_id), **({"temperature": temperature} if temperature is not None else {})}
         try:
             if on_delta is not None:
                 chunks = await client.chat.completions.create(
-                    model=self.model_id, messages=_params(messages), tools=offered, tool_choice=choice, stream=True,
-                    **self._limits(),
+                    model=model_id, messages=_params(messages), tools=offered, tool_choice=choice, stream=True,
+                    **options,
                 )  # fmt: skip
                 streamed = await _assemble(chunks, on_delta)
                 if streamed.text or streamed.tool_calls:
@@ -166,7 +171,7 @@ class OpenAIChatModel(AgentFactory):
                 # died before the first token. Asked once more without streaming, they say which it was.
                 log.warning("stream from %s ended with no text; asking again without streaming", self._where())
             completion = await client.chat.completions.create(
-                model=self.model_id, messages=_params(messages), tools=offered, tool_choice=choice, **self._limits()
+                model=model_id, messages=_params(messages), tools=offered, tool_choice=choice, **options
             )
         except (openai.OpenAIError, ValueError) as exc:  # the SDK lets a garbled JSON body out as ValueError
             raise translate_openai_error(exc, self._where()) from exc
@@ -178,10 +183,10 @@ class OpenAIChatModel(AgentFactory):
                 await on_delta(answer.text)
         return answer
 
-    def _limits(self) -> dict[str, Any]:
+    def _limits(self, model_id: str | None = None) -> dict[str, Any]:
         if not self.max_reply_tokens:
             return {}
-        return {reply_tokens_parameter(self.model_id): self.max_reply_tokens}
+        return {reply_tokens_parameter(model_id or self.model_id): self.max_reply_tokens}
 
     def _reply_of(self, completion: ChatCompletion) -> ModelReply:
         choices = getattr(completion, "choices", None)
@@ -238,8 +243,10 @@ class OfflineChatModel(AgentFactory):
         tools: Sequence[dict[str, Any]] = (),
         tool_choice: ToolChoice | None = None,
         on_delta: DeltaCallback | None = None,
+        model: str | None = None,
+        temperature: float | None = None,
     ) -> ModelReply:
-        """As `complete`; the offline model calls no tools."""
+        """As `complete`; the offline model calls no tools and has no other models or temperature."""
         if on_delta is None:
             return ModelReply(await self.complete(messages), finish_reason="stop")
         parts = []

@@ -43,8 +43,11 @@ class ToolCallingModel(ChatModel, Protocol):
         tools: Sequence[dict[str, Any]] = (),
         tool_choice: ToolChoice | None = None,
         on_delta: DeltaCallback | None = None,
+        model: str | None = None,
+        temperature: float | None = None,
     ) -> ModelReply:
         """One call; with `on_delta`, streamed, and `on_delta` is awaited with each piece of text.
+        `model` and `temperature` are this call's (a profile's); None: the model's own and the server's default.
 
         Raises:
             ModelError: the call failed (ContextTooLongError: the request is too long for the model).

@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     )
     rate_limit_per_minute: int = Field(20, ge=0, description="Messages per user per minute; 0 = no limit")
     max_input_chars: int = Field(4000, ge=1, description="Longest user message accepted")
+    profiles_file: Path | None = Field(
+        None, description="YAML file of per-channel profiles (prompt, model, tools, who may talk); SIGHUP reloads it"
+    )
     max_bot_turns: int = Field(
         3, ge=0, description="Bot messages answered in a row per conversation (with *_ALLOW_BOTS); 0 = no cap"
     )

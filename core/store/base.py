@@ -72,6 +72,10 @@ class Flags(Protocol):
 
     async def has_flag(self, name: str) -> bool: ...
 
+    async def clear_flag(self, name: str) -> bool:
+        """Remove the flag; whether it was set."""
+        ...
+
 
 class Approvals(Protocol):
     def approvals(self) -> ApprovalStore: ...

@@ -128,10 +128,12 @@ class Inbox(Protocol):
         ...
 
     async def commit(
-        self, lease: Lease, messages: Sequence[ChatMessage], record: TurnRecord, *, clear: bool = False
-    ) -> bool:
+        self, lease: Lease, messages: Sequence[ChatMessage], record: TurnRecord, *, clear: bool = False,
+        max_messages: int | None = None, ttl_seconds: int | None = None,
+    ) -> bool:  # fmt: skip
         """Store the turn's messages and its answered `record` in one atomic step, only while `lease` holds.
-        With `clear`, the history is emptied first (a reset). False: fenced, nothing was written."""
+        With `clear`, the history is emptied first (a reset). False: fenced, nothing was written.
+        `max_messages`, `ttl_seconds`: this conversation's (its profile's; 0: no cap, no expiry); None: the inbox's."""
         ...
 
     async def note_posted(self, lease: Lease, record: TurnRecord) -> bool:

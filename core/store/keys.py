@@ -13,6 +13,7 @@ Thread IDs never hold `{` or `}` (core.threads escapes them), so the tag always 
     <prefix>:<ns>:inboxes                  ZSET thread ID -> when to look at its inbox again (ms): recovery's index
     <prefix>:<ns>:approval:{<approval_id>} HASH one pending or decided approval (state, who decided, ran)
     <prefix>:flag:<name>                   a flag an adapter keeps (Slack: threads the bot takes part in)
+    <prefix>:flag:paused:<ns>:<channel>    set while an admin has paused the bot in that channel (no TTL)
 
 An approval's key carries its own ID as hash tag, not the conversation's: a click names only the approval
 (a Discord custom_id holds 100 characters), and each step on it (decide, claim the run) is one script on
@@ -32,6 +33,7 @@ __all__ = [
     "message_key",
     "parse_conversation_key",
     "parse_message_key",
+    "paused_flag",
     "thread_prefix",
     "threads_pattern",
     "writes_key",
@@ -87,6 +89,11 @@ def approval_key(key_prefix: str, namespace: str | None, approval_id: str) -> st
 
 def flag_key(key_prefix: str, name: str) -> str:
     return f"{key_prefix}:flag:{name}"
+
+
+def paused_flag(namespace: str, channel_id: str) -> str:
+    """The flag name (see `flag_key`) of a channel an admin paused: `admin pause` sets it, `admin resume` clears it."""
+    return f"paused:{namespace}:{channel_id}"
 
 
 def threads_pattern(key_prefix: str, namespace: str | None, match: str | None) -> str:

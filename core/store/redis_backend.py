@@ -125,6 +125,13 @@ class RedisConnection:
         except RedisError as exc:
             raise translate_redis_error(exc, self.client, f"reading {key}") from exc
 
+    async def clear_flag(self, name: str) -> bool:
+        key = flag_key(self.key_prefix, name)
+        try:
+            return bool(await self.client.delete(key))
+        except RedisError as exc:
+            raise translate_redis_error(exc, self.client, f"deleting {key}") from exc
+
     async def iter_threads(self, namespace: str | None = None, match: str | None = None) -> AsyncIterator[ThreadRef]:
         """Every stored thread, found with SCAN (never KEYS); `match` is a glob on the thread ID."""
         pattern = threads_pattern(self.key_prefix, namespace, match)

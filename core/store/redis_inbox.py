@@ -112,12 +112,15 @@ class RedisInbox:
         )
 
     async def commit(
-        self, lease: Lease, messages: Sequence[ChatMessage], record: TurnRecord, *, clear: bool = False
-    ) -> bool:
+        self, lease: Lease, messages: Sequence[ChatMessage], record: TurnRecord, *, clear: bool = False,
+        max_messages: int | None = None, ttl_seconds: int | None = None,
+    ) -> bool:  # fmt: skip
         keys = self._keys(lease.namespace, lease.thread_id)
         batch = messages[0].message_id if messages else record.entry_id
+        limit = self._max if max_messages is None else max_messages
+        ttl = self._ttl if ttl_seconds is None else ttl_seconds
         args: list[str | int] = [
-            *self._lease_args(lease), lease.message_key, record.to_json(), self._max, self._ttl, batch, int(clear),
+            *self._lease_args(lease), lease.message_key, record.to_json(), limit, ttl, batch, int(clear),
             *(m.to_json() for m in messages),
         ]  # fmt: skip
         return bool(await self._run("COMMIT", keys.all(), args, f"committing {lease.message_key} to {keys.messages}"))

@@ -107,6 +107,16 @@ class SqliteConnection:
 
         return await self._db.run(read)
 
+    async def clear_flag(self, name: str) -> bool:
+        key = flag_key(self.key_prefix, name)
+
+        def delete(conn: sqlite3.Connection) -> bool:
+            now = self._db.clock()
+            return conn.execute("DELETE FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+                                (key, now)).rowcount > 0  # fmt: skip
+
+        return await self._db.run(delete, write=True)
+
     async def iter_threads(self, namespace: str | None = None, match: str | None = None) -> AsyncIterator[ThreadRef]:
         def read(conn: sqlite3.Connection) -> list[str]:
             rows = conn.execute(

@@ -135,9 +135,12 @@ class SqliteInbox:
         )
 
     async def commit(
-        self, lease: Lease, messages: Sequence[ChatMessage], record: TurnRecord, *, clear: bool = False
-    ) -> bool:
+        self, lease: Lease, messages: Sequence[ChatMessage], record: TurnRecord, *, clear: bool = False,
+        max_messages: int | None = None, ttl_seconds: int | None = None,
+    ) -> bool:  # fmt: skip
         batch = messages[0].message_id if messages else record.entry_id
+        limit = self._max if max_messages is None else (max_messages or None)
+        ttl = self._ttl if ttl_seconds is None else (ttl_seconds or None)
 
         def store(conn: sqlite3.Connection, at: _Conversation, now: float) -> None:
             key = at.keys.messages
@@ -149,11 +152,11 @@ class SqliteInbox:
             drop_if_expired(conn, key, now)
             known = conn.execute("SELECT 1 FROM writes WHERE conversation = ? AND batch = ?", (at.base, batch))
             if messages and known.fetchone() is None:
-                self._add_messages(conn, key, [(key, m.to_json()) for m in messages], now)
+                self._add_messages(conn, key, [(key, m.to_json()) for m in messages], now, limit=limit, ttl=ttl)
                 conn.execute("INSERT INTO writes (conversation, batch) VALUES (?, ?)", (at.base, batch))
                 _trim(conn, "writes", "conversation", at.base, _WRITES_KEPT)
-            elif self._ttl:  # a retry or a record-only turn still refreshes the history's TTL, as COMMIT does
-                conn.execute("UPDATE threads SET expires_at = ? WHERE key = ?", (now + self._ttl, key))
+            elif ttl:  # a retry or a record-only turn still refreshes the history's TTL, as COMMIT does
+                conn.execute("UPDATE threads SET expires_at = ? WHERE key = ?", (now + ttl, key))
             _put_record(conn, at.base, lease.message_key, record, now)
             conn.execute(_CLOCK, (now, lease.entry_id))  # as COMMIT's XCLAIM: the lease's clock restarts
 
@@ -245,14 +248,17 @@ class SqliteInbox:
         rows = conn.execute("SELECT payload FROM messages WHERE key = ? ORDER BY id DESC LIMIT ?", (key, limit))
         return decode_messages([row[0] for row in reversed(rows.fetchall())], key)
 
-    def _add_messages(self, conn: sqlite3.Connection, key: str, rows: list[tuple[str, str]], now: float) -> None:
+    def _add_messages(
+        self, conn: sqlite3.Connection, key: str, rows: list[tuple[str, str]], now: float, *, limit: int | None,
+        ttl: int | None,
+    ) -> None:  # fmt: skip
         conn.executemany("INSERT INTO messages (key, payload) VALUES (?, ?)", rows)
-        if self._max is not None:
-            _trim(conn, "messages", "key", key, self._max)
+        if limit is not None:
+            _trim(conn, "messages", "key", key, limit)
         conn.execute(
             "INSERT INTO threads (key, expires_at) VALUES (?, ?) "
             "ON CONFLICT(key) DO UPDATE SET expires_at = excluded.expires_at",
-            (key, now + self._ttl if self._ttl else None),
+            (key, now + ttl if ttl else None),
         )
 
 
