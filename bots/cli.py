@@ -26,6 +26,7 @@ from core.health import HealthServer
 from core.llm import OfflineChatModel, OpenAIChatModel, model_from_settings
 from core.logs import configure_logging
 from core.messages import ChatMessage
+from core.profile_rules import Place, Profiles
 from core.redact import Redactor
 from core.settings import Settings, load_settings
 from core.store import MemoryBackend, RedisConnection, ThreadRef, open_backend
@@ -66,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     tool_verbs = tooling.add_subparsers(dest="verb", required=True, parser_class=_Parser)
     tool_verbs.add_parser("list", help="every tool, its server and whether it needs approval (starts the servers)")
     commands.add_parser("check", help="check the store, the model and the tool servers, and say what is wrong")
+    profiles = commands.add_parser("profiles", help="the per-channel profiles of PROFILES_FILE")
+    profile_verbs = profiles.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+    show = profile_verbs.add_parser("show", help="the settings a place resolves to, and where each comes from")
+    show.add_argument("--platform", required=True, help="slack, discord, console")
+    show.add_argument("--channel", default="", help="the channel ID (Slack's raw C123, not team-channel)")
+    show.add_argument("--name", help="the channel's name, for profiles that match names")
+    place = show.add_mutually_exclusive_group()
+    place.add_argument("--team", help="Slack team (workspace) ID")
+    place.add_argument("--guild", help="Discord guild ID")
+    show.add_argument("--dm", action="store_true", help="a direct message with the bot")
+    show.add_argument("--user", default="", help="also say whether this user may talk there")
+    show.add_argument("--roles", default="", help="the user's Discord role IDs (comma-separated)")
     return parser
 
 
@@ -125,7 +138,10 @@ def _describe(backend: MemoryBackend) -> str:
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> None:
-    backend = open_backend(settings)
+    profiles = Profiles.from_settings(settings)  # a bad file stops the start here: one line, exit 2
+    # With profiles, each commit trims its conversation to its own max_messages: the inbox then reads whole
+    # histories (each as long as its profile keeps it) and the gateway cuts them to the profile's.
+    backend = open_backend(settings.model_copy(update={"max_messages": 0}) if settings.profiles_file else settings)
     model = model_from_settings(settings)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(backend.aclose)
@@ -134,7 +150,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> None:
         await _require_no_eviction(backend, settings.redis_allow_eviction)
         toolbox = await open_toolbox(settings)  # MCP servers start once per process, here
         stack.push_async_callback(toolbox.aclose)
-        gateway = Gateway(settings, backend, model, tools=toolbox)
+        gateway = Gateway(settings, backend, model, tools=toolbox, profiles=profiles)
         delivery = build_delivery(settings, gateway)
         adapters = [build_adapter(name, settings, gateway, delivery, args) for name in dict.fromkeys(args.adapters)]
         # A terminal chat serves no probes unless HEALTH_PORT is set explicitly.
@@ -149,19 +165,24 @@ async def run(settings: Settings, args: argparse.Namespace) -> None:
         log.info(
             "starting %s on %s with model %s", ", ".join(a.name for a in adapters), _describe(backend), model.model_id
         )
-        await _serve(adapters, delivery, settings.shutdown_grace_seconds)
+        await _serve(adapters, delivery, settings.shutdown_grace_seconds, profiles)
 
 
-async def _serve(adapters: Sequence[Adapter], delivery: Delivery, grace_seconds: float) -> None:
+async def _serve(
+    adapters: Sequence[Adapter], delivery: Delivery, grace_seconds: float, profiles: Profiles | None = None
+) -> None:
     """Run the adapters until one ends or SIGTERM/SIGINT; then let turns finish and stop them all.
 
     Turns still running when SHUTDOWN_GRACE_SECONDS is over give their lease back: their messages stay
-    in the inbox, and a live replica (or the next process) answers them.
+    in the inbox, and a live replica (or the next process) answers them. SIGHUP reloads the profiles:
+    turns running keep the profile they started with; a bad file keeps the old profiles (and says why).
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if profiles is not None:
+        loop.add_signal_handler(signal.SIGHUP, profiles.reload)  # a small file: read on the loop, at once
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(adapter.run(), name=adapter.name) for adapter in adapters]
@@ -177,7 +198,7 @@ async def _serve(adapters: Sequence[Adapter], delivery: Delivery, grace_seconds:
     except* ConfigError as group_error:
         raise group_error.exceptions[0] from None  # one clear line, not an exception group
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
 
 
@@ -222,6 +243,32 @@ async def tools(settings: Settings) -> int:
         return 1 if failed else 0
     finally:
         await toolbox.aclose()
+
+
+def show_profiles(settings: Settings, args: argparse.Namespace) -> None:
+    """Print what a place resolves to, one field a line with its source.
+
+    Raises:
+        ConfigError: PROFILES_FILE is not valid.
+    """
+    profiles = Profiles.from_settings(settings)
+    channel = args.channel or ("dm" if args.dm else "")
+    place = Place(
+        platform=args.platform, channel=channel, workspace=args.team or args.guild, is_dm=args.dm,
+        names=(args.name.removeprefix("#"),) if args.name else (), user_id=args.user,
+        roles=frozenset(r.strip() for r in args.roles.split(",") if r.strip()),
+    )  # fmt: skip
+    resolved = profiles.resolve(place)
+    source = f"{profiles.path}" if profiles.loaded is not None else "no PROFILES_FILE (or it does not exist)"
+    print(f"profiles: {source}")
+    print(f"matched profile: {resolved.profile or '(none: defaults and the environment)'}")
+    rows = [(name, resolved.shown(name), resolved.sources[name]) for name in resolved.sources]
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for name, value, where in rows:
+        print(f"{name.ljust(widths[0])}  {_first_line(value, 60).ljust(min(widths[1], 60))}  from {where}")
+    if args.user:
+        verdict = "answered" if resolved.respond != "never" and resolved.permits(place) else "NOT answered"
+        print(f"user {args.user}: {verdict} here")
 
 
 def _first_line(text: str, limit: int = 80) -> str:
@@ -355,6 +402,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             asyncio.run(threads(settings, args))
         elif args.command == "tools":
             sys.exit(asyncio.run(tools(settings)))
+        elif args.command == "profiles":
+            show_profiles(settings, args)
         else:
             sys.exit(asyncio.run(check(settings)))
     except ConfigError as exc:

@@ -137,15 +137,15 @@ class Gateway:
         admin = self.admin.command(incoming)
         if admin is None and await self.admin.paused(incoming):
             log.info("channel paused by an admin: message ignored", extra={"outcome": "paused"})
-            return Answer(Reply("", kind="silent", thread_id=thread_id))
+            return _limited(Answer(Reply("", kind="silent", thread_id=thread_id)), resolved)
         limited = self.refusal(incoming, history, hits, resolved)
         if limited is not None:
-            return Answer(limited)
+            return _limited(Answer(limited), resolved)
         if resolved.max_messages and len(history) > resolved.max_messages:
-            history = history[-resolved.max_messages :]  # read with the widest cap of all profiles
+            history = history[-resolved.max_messages :]  # with profiles the inbox reads whole histories
         async with working() if working is not None else contextlib.nullcontext():
             answer = await self._answer(incoming, history, thread_id, on_text, approve=approve, resolved=resolved)
-        return replace(answer, max_messages=resolved.max_messages, ttl_seconds=resolved.ttl_seconds)
+        return _limited(answer, resolved)
 
     async def _answer(
         self,
@@ -270,6 +270,11 @@ class Gateway:
         if scope == "thread":
             return "this thread's conversation" if incoming.thread_ref else "this channel's conversation"
         return "your conversation with me in this channel"
+
+
+def _limited(answer: Answer, resolved: Resolved) -> Answer:
+    """`answer` with its conversation's limits for the commit (its profile's, or the environment's)."""
+    return replace(answer, max_messages=resolved.max_messages, ttl_seconds=resolved.ttl_seconds)
 
 
 def _options(resolved: Resolved) -> TurnOptions:

@@ -61,8 +61,9 @@ _FATAL_CLOSES: Final = {4004: TOKEN_REJECTED, 4011: SHARDING_REQUIRED}
 class DiscordAdapter:
     """Discord on the shared delivery: DMs, mentions and replies to the bot; `/reset` and `/memory`.
 
-    Borrows `delivery`; `gateway` is the one `delivery` answers with, taken like every adapter's and unused
-    here. The client is built by `run()`, which serves the writers once logged in and closes the client on
+    Borrows `delivery`; `gateway` is the one `delivery` answers with: asked here only whether a place's
+    profile answers messages that do not mention the bot (`respond: always`).
+    The client is built by `run()`, which serves the writers once logged in and closes the client on
     the way out, cancellation included: drain `delivery` before (the CLI does), or replies still being
     posted lose their client. The other options exist for tests: discord.py's waits for guilds and between
     IDENTIFYs.
@@ -81,6 +82,7 @@ class DiscordAdapter:
     ) -> None:
         self._settings = settings
         self._delivery = delivery
+        self._gateway = gateway
         guild_ids = parse_id_list("DISCORD_GUILD_IDS", settings.discord_guild_ids)
         self._policy = AnswerPolicy(
             allow_bots=settings.discord_allow_bots,
@@ -170,7 +172,7 @@ class DiscordAdapter:
 
     async def on_message(self, message: discord.Message, me: discord.ClientUser) -> None:
         """Store `message` for its turn if the policy admits it; the delivery answers it."""
-        incoming = self._policy.incoming(message, me)
+        incoming = self._policy.incoming(message, me, lambda place: self._gateway.resolve(place).respond)
         if incoming is None:
             return
         fields = {"platform": PLATFORM, "event_id": incoming.event_id, "channel_id": incoming.channel_id}

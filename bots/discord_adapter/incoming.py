@@ -1,7 +1,8 @@
 """Which Discord messages the bot answers, and the `IncomingMessage` the gateway gets for each.
 
-Answered: direct messages, guild messages that mention the bot (or its managed role), and replies to
-one of the bot's own messages. Never: the bot's own messages, system messages, other bots' messages
+Answered: direct messages, guild messages that mention the bot (or its managed role), replies to
+one of the bot's own messages, and every message of a channel whose profile says `respond: always`.
+Never: the bot's own messages, system messages, other bots' messages
 (unless DISCORD_ALLOW_BOTS), and guild traffic outside the DISCORD_GUILD_IDS / DISCORD_CHANNEL_IDS
 allow-lists. Direct messages follow DISCORD_DM_POLICY (access.py): `off` here, `members` checked by the
 adapter (it needs the API), `open` always answered.
@@ -9,7 +10,9 @@ adapter (it needs the API), `open` always answered.
 The message ID is the event ID (and the inbox's message key), so a MESSAGE_CREATE replayed on RESUME
 is a duplicate. A Discord thread is a channel of its own, so its channel ID (not its parent's) names the
 memory. The inbox keeps the `IncomingMessage` and any process may post its reply later, so `metadata`
-holds all a writer needs, as strings: `channel_id`, `message_id`, `guild_id` (guild messages), and for a
+holds all a writer needs, as strings: `channel_id`, `message_id`, `guild_id` (guild messages), and what
+profiles match on: `channel_name`, `parent_channel_id`/`parent_channel_name` (a thread's), `role_ids`
+(the author's roles, space-separated); for a
 slash command `application_id` and `interaction_token` (Discord lets that token edit the ephemeral
 answer for 15 minutes; it is kept with the message until it is delivered).
 """
@@ -19,7 +22,7 @@ from __future__ import annotations
 __all__ = ["PLATFORM", "AnswerPolicy", "command_incoming", "parse_id_list", "strip_mention"]
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,7 +33,7 @@ from core.errors import ConfigError
 from core.turns import IncomingMessage
 
 PLATFORM = "discord"
-Trigger = Literal["dm", "mention", "reply", "slash"]
+Trigger = Literal["dm", "mention", "reply", "slash", "always"]
 _ANSWERABLE_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 
 
@@ -82,8 +85,11 @@ class AnswerPolicy:
         places = {getattr(channel, "id", None), getattr(channel, "parent_id", None)}
         return not places.isdisjoint(self.channel_ids)
 
-    def incoming(self, message: discord.Message, me: discord.ClientUser) -> IncomingMessage | None:
-        """The gateway's view of `message`, or None when the bot should stay silent."""
+    def incoming(
+        self, message: discord.Message, me: discord.ClientUser, respond: Callable[[IncomingMessage], str] | None = None
+    ) -> IncomingMessage | None:
+        """The gateway's view of `message`, or None when the bot should stay silent; `respond` says what the
+        place's profile wants of messages that do not address the bot (`always`: answer them too)."""
         if message.author.id == me.id or message.type not in _ANSWERABLE_TYPES:
             return None
         if message.author.bot and not self.allow_bots:
@@ -93,11 +99,11 @@ class AnswerPolicy:
             return None
         role_id = _self_role_id(message)
         trigger = _trigger(message, me, role_id)
-        if trigger is None:
+        if trigger is None and respond is None:
             return None
-        metadata = _place(trigger, message.channel.id, guild_id)
+        metadata = _place(trigger or "always", message.channel.id, guild_id) | _names(message)
         metadata["message_id"] = str(message.id)
-        return IncomingMessage(
+        incoming = IncomingMessage(
             platform=PLATFORM,
             event_id=str(message.id),
             user_id=str(message.author.id),
@@ -106,6 +112,9 @@ class AnswerPolicy:
             metadata=metadata,
             from_bot=message.author.bot,
         )
+        if trigger is None and (respond is None or respond(incoming) != "always"):
+            return None
+        return incoming
 
 
 def command_incoming(interaction: discord.Interaction, text: str) -> IncomingMessage:
@@ -131,6 +140,25 @@ def _place(trigger: Trigger, channel_id: int, guild_id: int | None) -> dict[str,
     else:
         metadata["is_dm"] = "1"
     return metadata
+
+
+def _names(message: discord.Message) -> dict[str, str]:
+    """What a profile may match besides IDs: the channel's name, a thread's parent, the author's roles."""
+    found: dict[str, str] = {}
+    channel = message.channel
+    name = getattr(channel, "name", None)
+    if isinstance(name, str) and name:
+        found["channel_name"] = name
+    parent_id = getattr(channel, "parent_id", None)
+    if parent_id is not None:
+        found["parent_channel_id"] = str(parent_id)
+        parent_name = getattr(getattr(channel, "parent", None), "name", None)
+        if isinstance(parent_name, str) and parent_name:
+            found["parent_channel_name"] = parent_name
+    roles = getattr(message.author, "roles", None)  # a Member's in a guild; a DM's User has none
+    if roles:
+        found["role_ids"] = " ".join(str(role.id) for role in roles if not role.is_default())
+    return found
 
 
 def _self_role_id(message: discord.Message) -> int | None:

@@ -174,6 +174,7 @@ class SlackAdapter:
         SlackListeners(
             delivery=delivery, writers=self._writers, flags=gateway.backend, allow_bots=settings.slack_allow_bots,
             access=access, on_outcome=on_outcome, approvals=ApprovalClicks(gateway.approvals, self.client),
+            respond=lambda incoming: gateway.resolve(incoming).respond,
         ).register(self.app)  # fmt: skip
         self._socket: AsyncSocketModeHandler | None = None
         self._http: LimitedHttpServer | None = None

@@ -2,7 +2,8 @@
 
 Rules kept here (issue #5):
 - answered: `app_mention`, `message` in a DM, and `message` in a channel thread the bot takes part
-  in (the adapter checks that last one in the backend, see `needs_participation`);
+  in (the adapter checks that last one in the backend, see `needs_participation`); with a profile
+  saying `respond: always` for the channel, every message there (the listener asks the core);
 - ignored: the bot's own messages, other bots' unless SLACK_ALLOW_BOTS, and every subtype but plain
   user messages (`message_changed`, `message_deleted`, `channel_join`, ...);
 - the bot's own `<@BOT>` is stripped; other mentions stay as Slack writes them (`<@U123>`), which
@@ -30,7 +31,7 @@ __all__ = [
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote
 
@@ -54,6 +55,7 @@ class SlackMessage:
     user_team_id: str  # the sender's workspace (differs from team_id in shared channels)
     is_dm: bool
     needs_participation: bool  # a thread message without a mention: answer only where the bot takes part
+    top_level: bool = False  # a channel message outside any thread, without a mention: only `respond: always`
 
     @property
     def user(self) -> str:
@@ -123,8 +125,6 @@ def message_from_event(
     is_dm = event.get("channel_type") == "im"
     thread_ts = event.get("thread_ts")
     is_mention = event.get("type") == "app_mention"
-    if not is_dm and not is_mention and not thread_ts:
-        return None  # a channel message outside any thread: the bot speaks there only when mentioned
     reply_thread_ts = thread_ts if is_dm else (thread_ts or ts)
     incoming = IncomingMessage(
         platform=PLATFORM,
@@ -142,7 +142,9 @@ def message_from_event(
             "mention": "1" if is_mention else "",
         },
     )  # fmt: skip
-    return slack_message(incoming)
+    message = slack_message(incoming)
+    # A channel message outside any thread: answered only where a profile says `respond: always`.
+    return replace(message, top_level=not is_dm and not is_mention and not thread_ts)
 
 
 def slack_message(incoming: IncomingMessage) -> SlackMessage:

@@ -12,6 +12,7 @@ __all__ = ["NOT_HERE", "NOT_STORED", "SlackListeners", "SlackWriters"]
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt.app.async_app import AsyncApp
@@ -29,6 +30,7 @@ from bots.slack.text import neutralise
 from bots.slack.writer import SlackReply
 from core.delivery import Delivery, OutcomeHook, ReplyWriter, TurnOutcome
 from core.errors import GatewayError
+from core.profiles import Respond
 from core.store.base import Flags
 from core.turns import IncomingMessage
 
@@ -143,7 +145,9 @@ class SlackListeners:
         access: SlackAccess,
         on_outcome: OutcomeHook | None = None,
         approvals: ApprovalClicks | None = None,
+        respond: Callable[[IncomingMessage], Respond] | None = None,
     ) -> None:
+        self._respond = respond or (lambda _: "mention")
         self._approvals = approvals
         self._access = access
         self._delivery = delivery
@@ -170,7 +174,7 @@ class SlackListeners:
         if (
             message is None
             or not await self._access.allows(channel=message.channel, user=message.user, is_dm=message.is_dm)
-            or (message.needs_participation and not await self._takes_part(message))
+            or not await self._answers(message)
         ):
             self._ignored(str(body.get("event_id", "")))
             return
@@ -203,6 +207,15 @@ class SlackListeners:
                 await self._writers(incoming).notice(NOT_STORED)
             raise
         log.info("slack message %s", outcome, extra=fields)
+
+    async def _answers(self, message: SlackMessage) -> bool:
+        """A message without a mention: answered in a channel whose profile says `respond: always`, else only
+        in a thread the bot takes part in (`respond: never` and deny-lists are the core's, at intake)."""
+        if not message.needs_participation:
+            return True
+        if self._respond(message.incoming) == "always":
+            return True
+        return not message.top_level and await self._takes_part(message)
 
     async def _takes_part(self, message: SlackMessage) -> bool:
         flag = message.participation_flag

@@ -20,6 +20,7 @@ from discord.http import Route
 from bots.discord_adapter import DiscordAdapter
 from core.delivery import Delivery, ReplyWriter, WriterFactory
 from core.gateway import Gateway
+from core.profile_rules import Profiles
 from core.llm import OpenAIChatModel
 from core.settings import Settings
 from core.store import open_backend
@@ -233,7 +234,12 @@ async def process_factory(fake_openai: FakeOpenAI) -> AsyncIterator[ProcessFacto
 
     async def make(settings: Settings, *, progress_interval_seconds: float = 1.0) -> Process:
         backend = open_backend(settings)
-        gateway = Gateway(settings, backend, OpenAIChatModel("m", async_client=openai_client(fake_openai)))
+        gateway = Gateway(
+            settings,
+            backend,
+            OpenAIChatModel("m", async_client=openai_client(fake_openai)),
+            profiles=Profiles.from_settings(settings),
+        )
         inbox = backend.inbox(lease_seconds=settings.lock_timeout_seconds, keep_seconds=settings.dedupe_ttl_seconds)
         delivery = RecordingDelivery(
             gateway, inbox, max_turns=settings.max_concurrent_turns, progress_interval_seconds=progress_interval_seconds

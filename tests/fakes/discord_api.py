@@ -331,6 +331,8 @@ class _Guild:
     nicks: dict[int, str | None] = field(default_factory=dict)  # member id -> nick, in join order
     channel_ids: list[int] = field(default_factory=list)
     joined_at: str = ""
+    roles: dict[int, str] = field(default_factory=dict)  # role id -> name, besides @everyone
+    member_roles: dict[int, list[int]] = field(default_factory=dict)  # member id -> role ids
 
 
 @dataclass
@@ -742,6 +744,18 @@ class FakeDiscord:
         self._announce(
             "GUILD_MEMBER_ADD", guild_id, lambda: {**self._member_json(guild, user_id), "guild_id": str(guild_id)}
         )
+
+    def add_role(self, guild_id: int, role_id: int, name: str) -> None:
+        """A role of the guild (GUILD_ROLE_CREATE to clients already connected)."""
+        guild = self._guilds[guild_id]
+        guild.roles[role_id] = name
+        self._announce("GUILD_ROLE_CREATE", guild_id, lambda: {"guild_id": str(guild_id), "role": self._role_json(
+            role_id, name)})  # fmt: skip
+
+    def set_member_roles(self, guild_id: int, user_id: int, role_ids: Sequence[int]) -> None:
+        """The member's roles, as their messages' `member.roles` carry them from now on."""
+        guild = self._guilds[guild_id]
+        guild.member_roles[user_id] = list(role_ids)
 
     def add_text_channel(
         self, channel_id: int, guild_id: int, name: str = "general", *, topic: str | None = None
@@ -1336,7 +1350,7 @@ class FakeDiscord:
     def _member_json(self, guild: _Guild, user_id: int, *, with_user: bool = True) -> JSONObject:
         member: JSONObject = {
             "nick": guild.nicks.get(user_id),
-            "roles": [],
+            "roles": [str(role_id) for role_id in guild.member_roles.get(user_id, [])],
             "joined_at": guild.joined_at,
             "deaf": False,
             "mute": False,
@@ -1361,7 +1375,7 @@ class FakeDiscord:
             # Equal to len(members) so a client with GUILD_MEMBERS considers the guild chunked and skips op 8.
             "member_count": len(guild.nicks),
             "members": [self._member_json(guild, user_id) for user_id in guild.nicks],
-            "roles": [self._everyone_role(guild)],
+            "roles": [self._everyone_role(guild), *(self._role_json(i, n) for i, n in guild.roles.items())],
             "channels": [self._channel_json(c) for c in channels if not c.is_thread],
             "threads": [{**self._channel_json(c), "guild_id": str(guild.id)} for c in channels if c.is_thread],
             "presences": [],
@@ -1382,6 +1396,12 @@ class FakeDiscord:
             "system_channel_flags": 0,
             "afk_timeout": 300,
         }
+
+    def _role_json(self, role_id: int, name: str) -> JSONObject:
+        return {
+            "id": str(role_id), "name": name, "permissions": "0", "position": 1, "color": 0, "hoist": False,
+            "managed": False, "mentionable": False, "flags": 0,
+        }  # fmt: skip
 
     def _everyone_role(self, guild: _Guild) -> JSONObject:
         return {

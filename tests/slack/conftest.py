@@ -21,6 +21,7 @@ from bots.slack import SlackAdapter
 from bots.slack.http_server import HttpLimits
 from core.delivery import Delivery, TurnOutcome
 from core.gateway import Gateway
+from core.profile_rules import Profiles
 from core.llm import OpenAIChatModel
 from core.store import open_backend
 from tests.conftest import make_settings, openai_client
@@ -128,7 +129,12 @@ async def start_slack(
         settings = make_settings(**(settings_fields | overrides))
         if gateway is None:
             backend = open_backend(settings)
-            gateway = Gateway(settings, backend, OpenAIChatModel("m", async_client=openai_client(fake_openai)))
+            gateway = Gateway(
+                settings,
+                backend,
+                OpenAIChatModel("m", async_client=openai_client(fake_openai)),
+                profiles=Profiles.from_settings(settings),
+            )
             close = backend.aclose
         else:
             close = _nothing
@@ -175,7 +181,12 @@ async def gateway(fake_openai: FakeOpenAI, redis_url: str, key_prefix: str) -> A
     settings = make_settings(redis_url=redis_url, key_prefix=key_prefix)
     backend = open_backend(settings)
     try:
-        yield Gateway(settings, backend, OpenAIChatModel("m", async_client=openai_client(fake_openai)))
+        yield Gateway(
+            settings,
+            backend,
+            OpenAIChatModel("m", async_client=openai_client(fake_openai)),
+            profiles=Profiles.from_settings(settings),
+        )
     finally:
         await backend.aclose()
 

@@ -59,8 +59,10 @@ def test_thread_message_without_mention_needs_the_bot_to_take_part() -> None:
     assert message.participation_flag == "slack:thread:T1:C1:1700000000.000001"
 
 
-def test_top_level_channel_message_without_mention_is_ignored() -> None:
-    assert convert(channel_message("just chatting")) is None
+def test_top_level_channel_message_without_mention_is_marked_for_respond_always_only() -> None:
+    message = convert(channel_message("just chatting"))
+    assert message.top_level and message.needs_participation  # the listener answers it only under `always`
+    assert not convert(channel_message("follow-up", thread_ts="1700000000.000001")).top_level
 
 
 def test_the_same_channel_in_two_workspaces_is_two_conversations() -> None:

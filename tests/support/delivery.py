@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from core.approvals import Approvals
 from core.delivery import Delivery
 from core.gateway import Gateway
+from core.profile_rules import Profiles
 from core.metrics import Metrics
 from core.model import ChatModel
 from core.settings import Settings
@@ -156,7 +157,10 @@ async def start_runtime(
         backend.approvals(), timeout_seconds=settings.approval_timeout_seconds, approvers=settings.approver_ids,
         keep_seconds=settings.dedupe_ttl_seconds, poll_seconds=approval_poll_seconds, metrics=metrics,
     )  # fmt: skip
-    gateway = Gateway(settings, backend, model, tools=tools, approvals=approvals, metrics=metrics)
+    gateway = Gateway(
+        settings, backend, model, tools=tools, approvals=approvals, metrics=metrics,
+        profiles=Profiles.from_settings(settings),
+    )  # fmt: skip
     inbox = backend.inbox(lease_seconds=settings.lock_timeout_seconds, keep_seconds=settings.dedupe_ttl_seconds)
     delivery = Delivery(gateway, inbox, max_turns=settings.max_concurrent_turns,
                         progress_interval_seconds=progress_interval_seconds)  # fmt: skip
