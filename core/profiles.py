@@ -151,8 +151,12 @@ def _where(path: Path, raw: Any, loc: tuple[int | str, ...]) -> str:
 def _message(error: Any) -> str:
     if error["type"] == "extra_forbidden":
         return "unknown key"
-    text = str(error["msg"])
-    return text.removeprefix("Value error, ")
+    text = str(error["msg"]).removeprefix("Value error, ")
+    given = error.get("input")
+    if error["type"].endswith(("_type", "_parsing", "literal_error", "enum")) and not isinstance(given, dict | list):
+        shown = repr(given) if len(repr(given)) <= 40 else repr(given)[:39] + "…"
+        text += f" (got {type(given).__name__} {shown})"
+    return text
 
 
 def parse_profiles(text: str, path: Path) -> ProfileFile:
