@@ -126,7 +126,7 @@ def test_budget_fields_are_parsed_and_resolved() -> None:
         ),
         (
             "profiles:\n  - name: hot\n    temperature: warm\n",
-            "profiles.yaml: profile \"hot\" (profiles[0]), field temperature: Input should be a valid number "
+            'profiles.yaml: profile "hot" (profiles[0]), field temperature: Input should be a valid number '
             "(got str 'warm')",
         ),
         (
@@ -136,7 +136,7 @@ def test_budget_fields_are_parsed_and_resolved() -> None:
         ("default:\n  model: x\n", "profiles.yaml: top level, field default: unknown key"),
         (
             "profiles:\n  - name: r\n    respond: sometimes\n",
-            "profiles.yaml: profile \"r\" (profiles[0]), field respond: "
+            'profiles.yaml: profile "r" (profiles[0]), field respond: '
             "Input should be 'mention', 'always' or 'never' (got str 'sometimes')",
         ),
     ],
