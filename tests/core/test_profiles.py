@@ -102,7 +102,10 @@ def test_allow_and_deny_take_user_ids_and_discord_roles() -> None:
 
 
 def test_budget_fields_are_parsed_and_resolved() -> None:
-    text = "defaults:\n  daily_token_budget_per_user: 1000\nprofiles:\n  - match: {}\n    daily_token_budget_per_workspace: 5\n"
+    text = (
+        "defaults:\n  daily_token_budget_per_user: 1000\n"
+        "profiles:\n  - match: {}\n    daily_token_budget_per_workspace: 5\n"
+    )
     resolved = profiles(text).resolve(slack())
     assert (resolved.daily_token_budget_per_user, resolved.daily_token_budget_per_workspace) == (1000, 5)
     assert resolved.sources["daily_token_budget_per_workspace"] == 'profile "profiles[0]"'

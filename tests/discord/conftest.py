@@ -20,8 +20,8 @@ from discord.http import Route
 from bots.discord_adapter import DiscordAdapter
 from core.delivery import Delivery, ReplyWriter, WriterFactory
 from core.gateway import Gateway
-from core.profile_rules import Profiles
 from core.llm import OpenAIChatModel
+from core.profile_rules import Profiles
 from core.settings import Settings
 from core.store import open_backend
 from core.store.approvals import ApprovalRecord

@@ -21,8 +21,8 @@ from bots.slack import SlackAdapter
 from bots.slack.http_server import HttpLimits
 from core.delivery import Delivery, TurnOutcome
 from core.gateway import Gateway
-from core.profile_rules import Profiles
 from core.llm import OpenAIChatModel
+from core.profile_rules import Profiles
 from core.store import open_backend
 from tests.conftest import make_settings, openai_client
 from tests.fakes.openai_server import FakeOpenAI

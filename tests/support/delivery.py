@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from core.approvals import Approvals
 from core.delivery import Delivery
 from core.gateway import Gateway
-from core.profile_rules import Profiles
 from core.metrics import Metrics
 from core.model import ChatModel
+from core.profile_rules import Profiles
 from core.settings import Settings
 from core.store import open_backend
 from core.store.approvals import ApprovalRecord
