@@ -199,6 +199,9 @@ class DiscordAdapter:
         """Store a slash command as the typed command `text`, its answer ephemeral; never raises."""
         in_dm = interaction.guild_id is None
         allowed = self._policy.allows(interaction.guild_id, interaction.channel)
+        if allowed:  # a profile's `respond: never`, allow or deny: an interaction must be answered, so briefly
+            incoming = command_incoming(interaction, text)
+            allowed = self._gateway.admits(incoming, self._gateway.resolve(incoming))
         if not allowed or (in_dm and not await self._may_dm(interaction.user.id)):
             try:
                 await interaction.response.send_message(NOT_HERE, ephemeral=True)

@@ -101,7 +101,7 @@ class AnswerPolicy:
         trigger = _trigger(message, me, role_id)
         if trigger is None and respond is None:
             return None
-        metadata = _place(trigger or "always", message.channel.id, guild_id) | _names(message)
+        metadata = _place(trigger or "always", message.channel.id, guild_id) | _names(message.channel, message.author)
         metadata["message_id"] = str(message.id)
         incoming = IncomingMessage(
             platform=PLATFORM,
@@ -120,7 +120,7 @@ class AnswerPolicy:
 def command_incoming(interaction: discord.Interaction, text: str) -> IncomingMessage:
     """A slash command as the typed command `text`; its writer edits the interaction's deferred answer."""
     channel_id = interaction.channel_id or interaction.user.id
-    metadata = _place("slash", channel_id, interaction.guild_id)
+    metadata = _place("slash", channel_id, interaction.guild_id) | _names(interaction.channel, interaction.user)
     metadata["application_id"] = str(interaction.application_id)
     metadata["interaction_token"] = interaction.token
     return IncomingMessage(
@@ -142,10 +142,9 @@ def _place(trigger: Trigger, channel_id: int, guild_id: int | None) -> dict[str,
     return metadata
 
 
-def _names(message: discord.Message) -> dict[str, str]:
+def _names(channel: object, author: object) -> dict[str, str]:
     """What a profile may match besides IDs: the channel's name, a thread's parent, the author's roles."""
     found: dict[str, str] = {}
-    channel = message.channel
     name = getattr(channel, "name", None)
     if isinstance(name, str) and name:
         found["channel_name"] = name
@@ -155,7 +154,7 @@ def _names(message: discord.Message) -> dict[str, str]:
         parent_name = getattr(getattr(channel, "parent", None), "name", None)
         if isinstance(parent_name, str) and parent_name:
             found["parent_channel_name"] = parent_name
-    roles = getattr(message.author, "roles", None)  # a Member's in a guild; a DM's User has none
+    roles = getattr(author, "roles", None)  # a Member's in a guild; a DM's User has none
     if roles:
         found["role_ids"] = " ".join(str(role.id) for role in roles if not role.is_default())
     return found

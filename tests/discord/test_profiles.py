@@ -65,3 +65,16 @@ async def test_respond_never_ignores_even_mentions_and_a_thread_follows_its_pare
         assert outcome == "ignored" and incoming.metadata["parent_channel_id"] == str(CHANNEL_ID)
         await bot.say("over here", channel_id=OTHER_CHANNEL_ID)
         assert (await bot.next_reply()).text == "echo: over here"
+
+
+async def test_a_slash_command_from_a_deny_listed_user_is_turned_away_briefly_and_never_run(
+    start_bot: BotFactory, tmp_path: Path
+) -> None:
+    path = profiles(tmp_path, f"profiles:\n  - name: no-bob\n    match: {{}}\n    deny: [{BOB_ID}]\n")
+    async with start_bot(profiles_file=path) as bot:
+        await bot.fake.send_interaction("reset", channel_id=CHANNEL_ID, user_id=BOB_ID)
+        response = await bot.fake.next_interaction_response()
+        assert response.data is not None and response.data.get("content") == "I'm not enabled in this channel."
+        assert bot.delivery.received.empty()
+        await bot.fake.send_interaction("memory", channel_id=CHANNEL_ID, user_id=ALICE_ID)
+        assert (await bot.delivery.next_received())[0].user_id == str(ALICE_ID)
