@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 
 from core.admin import AdminCommands
-from core.agent import Agent, ChatModel, TurnOptions
+from core.agent import Agent, ChatModel
 from core.approvals import Approvals
 from core.commands import Command, describe_duration, help_text, parse_command
 from core.errors import GatewayError, ModelTimeoutError
@@ -178,7 +178,7 @@ class Gateway:
             async with asyncio.timeout(seconds) as budget:
                 hook = _outside(budget, approve) if approve is not None else None
                 response = await self.agent.respond(
-                    history, prompt, on_text=on_text, approve=hook, options=_options(resolved)
+                    history, prompt, on_text=on_text, approve=hook, options=resolved.turn_options()
                 )
         except TimeoutError:
             error = ModelTimeoutError(f"no complete answer within TURN_TIMEOUT_SECONDS={seconds}")
@@ -275,17 +275,6 @@ class Gateway:
 def _limited(answer: Answer, resolved: Resolved) -> Answer:
     """`answer` with its conversation's limits for the commit (its profile's, or the environment's)."""
     return replace(answer, max_messages=resolved.max_messages, ttl_seconds=resolved.ttl_seconds)
-
-
-def _options(resolved: Resolved) -> TurnOptions:
-    """What the turn changes from the agent's own: only the values a profile (or `defaults`) sets. The agent
-    was built from the same environment, and its model may be named otherwise than OPENAI_MODEL says."""
-    picked = {name: getattr(resolved, name) if resolved.from_file(name) else None
-              for name in ("system_prompt", "model", "temperature", "tools")}  # fmt: skip
-    return TurnOptions(
-        instructions=picked["system_prompt"], model=picked["model"], temperature=picked["temperature"],
-        tool_names=picked["tools"],
-    )  # fmt: skip
 
 
 def _bot_streak(history: Sequence[ChatMessage]) -> int:

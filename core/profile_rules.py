@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.agent_turn import TurnOptions
 from core.errors import ConfigError
 from core.profiles import PROFILE_FIELDS, Match, ProfileFile, ProfileSettings, Respond, load_profiles
 from core.settings import MemoryScope, Settings
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 ENVIRONMENT = "environment"
 BUILT_IN = "built-in"
-# Each profile field's value when neither a profile nor `defaults` sets it: (setting name or None, value).
+# Where a field comes from when neither a profile nor `defaults` sets it: the setting of the same meaning,
 _FROM_SETTINGS = {
     "system_prompt": "system_prompt",
     "model": "openai_model",
@@ -38,6 +39,7 @@ _FROM_SETTINGS = {
     "daily_token_budget_per_user": "daily_token_budget_per_user",
     "daily_token_budget_per_workspace": "daily_token_budget_per_workspace",
 }
+# or, for what has no setting, a built-in value.
 _BUILT_IN: dict[str, Any] = {"temperature": None, "tools": None, "allow": None, "deny": [], "respond": "mention"}
 
 
@@ -108,7 +110,18 @@ class Resolved:
 
     def from_file(self, name: str) -> bool:
         """Whether a profile or `defaults` set `name` (not the environment, nor the built-in default)."""
-        return self.sources.get(name, BUILT_IN) not in (BUILT_IN,) and not self.sources[name].startswith(ENVIRONMENT)
+        source = self.sources.get(name, BUILT_IN)
+        return source != BUILT_IN and not source.startswith(ENVIRONMENT)
+
+    def turn_options(self) -> TurnOptions:
+        """What the turn changes from the agent's own: only the values a profile (or `defaults`) sets. The agent
+        was built from the same environment, and its model may be named otherwise than OPENAI_MODEL says."""
+        return TurnOptions(
+            instructions=self.system_prompt if self.from_file("system_prompt") else None,
+            model=self.model if self.from_file("model") else None,
+            temperature=self.temperature if self.from_file("temperature") else None,
+            tool_names=self.tools if self.from_file("tools") else None,
+        )
 
     def permits(self, place: Place) -> bool:
         """Whether the sender may talk here: not denied (by ID or role), and allowed when there is a list."""
