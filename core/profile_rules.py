@@ -193,6 +193,9 @@ class Profiles:
 
     def reload(self) -> bool:
         """Read PROFILES_FILE again; on any error keep the current profiles, log why, and return False."""
+        if self.path is None:
+            log.info("nothing to reload: PROFILES_FILE is not set")
+            return True
         try:
             fresh = load_profiles(self.path)
         except ConfigError as exc:

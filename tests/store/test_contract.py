@@ -194,6 +194,17 @@ async def test_flags_are_set_and_read(backend_factory: BackendFactory) -> None:
     assert await backend.has_flag("slack:C1:1700.1")
 
 
+async def test_a_flag_without_ttl_stays_until_cleared_and_clearing_says_whether_it_was_set(
+    backend_factory: BackendFactory,
+) -> None:
+    backend = await backend_factory()
+    await backend.set_flag("paused:slack:T1-C1", None)
+    assert await backend.has_flag("paused:slack:T1-C1") and not await backend.has_flag("paused:slack:T1-C2")
+    assert await backend.clear_flag("paused:slack:T1-C1")
+    assert not await backend.has_flag("paused:slack:T1-C1")
+    assert not await backend.clear_flag("paused:slack:T1-C1")
+
+
 async def test_iter_threads_finds_stored_threads_by_namespace_and_pattern(backend_factory: BackendFactory) -> None:
     backend = await backend_factory()
     stored = {("slack", "user_U1_session_C1"), ("slack", "user_U2_session_C1"), ("discord", "user_U1_session_9")}

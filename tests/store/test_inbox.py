@@ -154,6 +154,18 @@ async def test_a_retried_commit_stores_the_turn_once(inbox_factory: InboxFactory
     assert nxt is not None and [m.text for m in nxt.history] == ["m1", "re: m1"]
 
 
+async def test_a_commit_trims_to_its_own_max_messages_over_the_inboxs(inbox_factory: InboxFactory) -> None:
+    inbox = inbox_factory(owner="a")  # the backend keeps 4
+    first = await receive(inbox, "m1")
+    assert first.claim is not None
+    messages = [*turn("a"), *turn("b"), *turn("c")]
+    await inbox.commit(first.claim.lease, messages, first.claim.record.answered("x", "answer"), max_messages=2,
+                       ttl_seconds=600)  # fmt: skip
+    await receive(inbox, "m2")
+    second = await inbox.finish(first.claim.lease, first.claim.record.delivered([]), take_next=True)
+    assert second is not None and [m.text for m in second.history] == ["c", "re: c"]
+
+
 async def test_commit_with_clear_empties_the_history_first(inbox_factory: InboxFactory) -> None:
     inbox = inbox_factory(owner="a")
     first = await receive(inbox, "m1")
