@@ -187,6 +187,11 @@ class Profiles:
     def loaded(self) -> ProfileFile | None:
         return self._loaded
 
+    @property
+    def matches_channels(self) -> bool:
+        """Whether some profile matches on `channel` (then adapters look up names they do not have)."""
+        return self._loaded is not None and any(p.match.channel is not None for p in self._loaded.profiles)
+
     def resolve(self, place: Place | IncomingMessage) -> Resolved:
         where = place if isinstance(place, Place) else Place.of(place)
         return resolve(self._settings, self._loaded, where)

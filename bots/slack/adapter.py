@@ -34,6 +34,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.access import SlackAccess, parse_channel_ids
 from bots.slack.approvals import ApprovalClicks
+from bots.slack.channel_names import ChannelNames
 from bots.slack.http_server import HttpLimits, LimitedHttpServer
 from bots.slack.incoming import PLATFORM
 from bots.slack.listeners import SlackListeners, SlackWriters
@@ -168,13 +169,18 @@ class SlackAdapter:
             client=self.client, progress_client=progress_client, flags=gateway.backend,
             thread_ttl_seconds=settings.store_ttl_seconds, allow_user_mentions=settings.slack_allow_user_mentions,
         )  # fmt: skip
+        names = ChannelNames(self.client)
+
+        async def channel_name(channel: str) -> str | None:
+            return await names.name(channel) if gateway.profiles.matches_channels else None
+
         access = SlackAccess(
             self.client, channel_ids=parse_channel_ids(settings.slack_channel_ids), dm_policy=settings.slack_dm_policy
         )
         SlackListeners(
             delivery=delivery, writers=self._writers, flags=gateway.backend, allow_bots=settings.slack_allow_bots,
             access=access, on_outcome=on_outcome, approvals=ApprovalClicks(gateway.approvals, self.client),
-            respond=lambda incoming: gateway.resolve(incoming).respond,
+            respond=lambda incoming: gateway.resolve(incoming).respond, channel_name=channel_name,
         ).register(self.app)  # fmt: skip
         self._socket: AsyncSocketModeHandler | None = None
         self._http: LimitedHttpServer | None = None

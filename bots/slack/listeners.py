@@ -12,7 +12,8 @@ __all__ = ["NOT_HERE", "NOT_STORED", "SlackListeners", "SlackWriters"]
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from slack_bolt.app.async_app import AsyncApp
@@ -146,8 +147,10 @@ class SlackListeners:
         on_outcome: OutcomeHook | None = None,
         approvals: ApprovalClicks | None = None,
         respond: Callable[[IncomingMessage], Respond] | None = None,
+        channel_name: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> None:
         self._respond = respond or (lambda _: "mention")
+        self._channel_name = channel_name
         self._approvals = approvals
         self._access = access
         self._delivery = delivery
@@ -171,6 +174,8 @@ class SlackListeners:
         message = message_from_event(
             body, bot_user_id=context.bot_user_id, bot_id=context.bot_id, allow_bots=self._allow_bots
         )
+        if message is not None and not message.is_dm:
+            message = await self._named(message)
         if (
             message is None
             or not await self._access.allows(channel=message.channel, user=message.user, is_dm=message.is_dm)
@@ -207,6 +212,14 @@ class SlackListeners:
                 await self._writers(incoming).notice(NOT_STORED)
             raise
         log.info("slack message %s", outcome, extra=fields)
+
+    async def _named(self, message: SlackMessage) -> SlackMessage:
+        """The message with its channel's name in metadata, where profiles match names (see channel_names)."""
+        name = await self._channel_name(message.channel) if self._channel_name is not None else None
+        if not name:
+            return message
+        incoming = message.incoming
+        return replace(message, incoming=replace(incoming, metadata={**incoming.metadata, "channel_name": name}))
 
     async def _answers(self, message: SlackMessage) -> bool:
         """A message without a mention: answered in a channel whose profile says `respond: always`, else only

@@ -742,6 +742,7 @@ class FakeSlack:
         self._assistant_status: dict[tuple[str, str], str] = {}
         self._users: dict[str, User] = {}
         self._members: dict[str, list[str]] = {}
+        self._channel_names: dict[str, str] = {}
         self._tickets: set[str] = set()
         self._sockets: list[web.WebSocketResponse] = []
         self._socket_connections = 0
@@ -764,6 +765,7 @@ class FakeSlack:
             "conversations.replies": self._conversations_replies,
             "conversations.history": self._conversations_history,
             "conversations.members": self._conversations_members,
+            "conversations.info": self._conversations_info,
             "apps.connections.open": self._apps_connections_open,
             "users.info": self._users_info,
         }
@@ -923,6 +925,10 @@ class FakeSlack:
         )
         self._users[user_id] = user
         return user
+
+    def set_channel_name(self, channel: str, name: str) -> None:
+        """The name conversations.info reports for ``channel`` (unknown channels: ``channel_not_found``)."""
+        self._channel_names[channel] = name
 
     def set_members(self, channel: str, users: list[str]) -> None:
         """Who is in ``channel``, as conversations.members reports it."""
@@ -1126,6 +1132,12 @@ class FakeSlack:
             "has_more": bool(next_cursor),
             "response_metadata": {"next_cursor": next_cursor},
         }
+
+    def _conversations_info(self, args: JsonDict) -> JsonDict:
+        channel = _channel(args)
+        if channel not in self._channel_names:
+            raise _ApiError("channel_not_found")
+        return {"channel": {"id": channel, "name": self._channel_names[channel], "is_channel": True}}
 
     def _conversations_members(self, args: JsonDict) -> JsonDict:
         """User IDs of a channel set with ``set_members``, ``limit`` per page (cursor: base64 of the offset)."""

@@ -55,3 +55,22 @@ async def test_a_deny_listed_user_and_a_respond_never_channel_get_no_reply(
     assert rig.reply_texts("C1", denied["ts"]) == [] and rig.reply_texts("C3", muted["ts"]) == []
     assert len(fake_openai.requests) == 1
     assert len(rig.slack.calls_to("reactions.add")) == 1  # the working indicator on the answered one only
+
+
+async def test_a_channel_name_glob_matches_on_slack_through_one_remembered_lookup(
+    start_slack: StartSlack, fake_openai: FakeOpenAI, tmp_path: Path
+) -> None:
+    path = tmp_path / "profiles.yaml"
+    path.write_text("profiles:\n  - name: eng\n    match: {channel: '#eng-*'}\n    system_prompt: Engineering.\n")
+    rig = await start_slack(profiles_file=path)
+    rig.slack.set_channel_name("C7", "eng-backend")
+    for text in ("first", "second"):
+        await rig.deliver(app_mention(text, channel="C7"))
+        assert (await rig.outcome()).result == "answered"
+        assert fake_openai.requests[-1].messages[0] == {"role": "system", "content": "Engineering."}
+    for _ in range(2):  # channel_not_found: no name, matched by its ID only, and not asked again at once
+        await rig.deliver(app_mention("elsewhere", channel="C8"))
+        assert (await rig.outcome()).result == "answered"
+        assert fake_openai.requests[-1].messages[0]["content"] != "Engineering."
+    asked = [call.args["channel"] for call in rig.slack.calls_to("conversations.info")]
+    assert asked == ["C7", "C8"]  # each once, remembered for the next message
