@@ -154,9 +154,10 @@ def _names(channel: object, author: object) -> dict[str, str]:
         parent_name = getattr(getattr(channel, "parent", None), "name", None)
         if isinstance(parent_name, str) and parent_name:
             found["parent_channel_name"] = parent_name
-    roles = getattr(author, "roles", None)  # a Member's in a guild; a DM's User has none
-    if roles:
-        found["role_ids"] = " ".join(str(role.id) for role in roles if not role.is_default())
+    roles = getattr(author, "roles", None) or ()  # a Member's in a guild; a DM's User has none
+    ids = [str(role.id) for role in roles if not role.is_default()]
+    if ids:
+        found["role_ids"] = " ".join(ids)
     return found
 
 
