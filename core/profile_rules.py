@@ -26,6 +26,7 @@ __all__ = ["ENVIRONMENT", "Place", "Profiles", "Resolved"]
 log = logging.getLogger(__name__)
 
 ENVIRONMENT = "environment"
+_MAX_CACHED = 10_000
 BUILT_IN = "built-in"
 # Where a field comes from when neither a profile nor `defaults` sets it: the setting of the same meaning,
 _FROM_SETTINGS = {
@@ -177,6 +178,9 @@ class Profiles:
         self._settings = settings
         self._loaded = loaded
         self.path = path
+        # A place resolves the same until the next reload (the sender only matters to `permits`): a message
+        # is resolved several times on its way (intake, the adapter's question, its turn).
+        self._resolved: dict[tuple[object, ...], Resolved] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Profiles:
@@ -194,7 +198,15 @@ class Profiles:
 
     def resolve(self, place: Place | IncomingMessage) -> Resolved:
         where = place if isinstance(place, Place) else Place.of(place)
-        return resolve(self._settings, self._loaded, where)
+        key = (where.platform, where.channel, where.workspace, where.is_dm, where.names, where.parents)
+        loaded, cache = self._loaded, self._resolved  # one read of each: a reload swaps both
+        found = cache.get(key)
+        if found is None:
+            found = resolve(self._settings, loaded, where)
+            if len(cache) >= _MAX_CACHED:
+                cache.clear()
+            cache[key] = found
+        return found
 
     def reload(self) -> bool:
         """Read PROFILES_FILE again; on any error keep the current profiles, log why, and return False."""
@@ -206,7 +218,7 @@ class Profiles:
         except ConfigError as exc:
             log.error("profiles not reloaded, the previous ones stay: %s", exc)  # noqa: TRY400 -- one line, no trace
             return False
-        self._loaded = fresh  # one assignment: a turn that resolved before keeps its Resolved
+        self._loaded, self._resolved = fresh, {}  # a turn that resolved before keeps its Resolved
         count = len(fresh.profiles) if fresh is not None else 0
         log.info("profiles reloaded from %s: %d profiles", self.path, count)
         return True
