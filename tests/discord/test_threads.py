@@ -191,3 +191,21 @@ async def test_alices_conversation_in_a_channel_is_not_the_thread_bob_opened(bot
     await bot.say("Alice joins Bob's thread", channel_id=asked, mention=False)
     await bot.next_reply()
     assert await bot.history(channel_id=asked) == ["Alice joins Bob's thread", "echo: Alice joins Bob's thread"]
+
+
+async def test_reset_in_an_opened_thread_forgets_that_threads_conversation(start_bot: BotFactory) -> None:
+    async with start_bot(discord_auto_thread=True, memory_scope="thread") as bot:
+        await bot.say("remember the channel", mention=True)  # opens a thread of its own
+        await bot.next_reply()
+        asked = await bot.say("remember this thread")
+        await bot.next_reply()
+        await bot.fake.send_interaction("reset", channel_id=asked, user_id=ALICE_ID)
+        answer = await bot.fake.next_edit()
+        reset = (await bot.next_reply()).incoming
+        kept = bot.gateway.backend.store(f"channel_{bot.fake.created_threads[0]}_thread_{bot.fake.created_threads[0]}",
+                                         "discord")  # fmt: skip
+        assert len(await kept.list_messages()) == 2
+    assert answer.content is not None and answer.content.startswith(
+        "Done: I've forgotten the 2 messages of this thread"
+    )
+    assert bot.gateway.thread_id(reset) == f"channel_{asked}_thread_{asked}"
