@@ -18,6 +18,7 @@ from __future__ import annotations
 __all__ = ["INTENT_REFUSED", "NOT_HERE", "SHARDING_REQUIRED", "TOKEN_MISSING", "TOKEN_REJECTED", "DiscordAdapter"]
 
 import logging
+from dataclasses import replace
 from typing import Final
 
 import aiohttp
@@ -199,8 +200,11 @@ class DiscordAdapter:
             outcome = await self._delivery.receive(incoming)
         except StoreError as exc:  # nothing was stored: no answer will come, so say it once
             log.error("discord message not stored: %s", exc, extra=fields)  # noqa: TRY400
-            if self._client is not None:
-                await DiscordReply(self._client, incoming).notice(exc.user_message, tag="intake")
+            if self._client is not None:  # in place: a message that was not taken opens no thread
+                in_place = replace(
+                    incoming, metadata={k: v for k, v in incoming.metadata.items() if k != "open_thread"}
+                )
+                await DiscordReply(self._client, in_place).notice(exc.user_message, tag="intake")
             return
         log.info("discord message %s", outcome, extra=fields)
 

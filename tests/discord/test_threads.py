@@ -22,6 +22,7 @@ from tests.discord.conftest import (
 from tests.fakes.discord_api import MAX_THREAD_NAME_LENGTH
 from tests.fakes.discord_ids import ALICE_ID, BOB_ID, CHANNEL_ID, THREAD_ID
 from tests.fakes.openai_server import FakeOpenAI, Hang
+from tests.support.redis_proc import free_port
 
 THREADS = "/channels/{id}/messages/{id}/threads"
 
@@ -209,3 +210,13 @@ async def test_reset_in_an_opened_thread_forgets_that_threads_conversation(start
         "Done: I've forgotten the 2 messages of this thread"
     )
     assert bot.gateway.thread_id(reset) == f"channel_{asked}_thread_{asked}"
+
+
+async def test_a_mention_the_store_could_not_take_opens_no_thread(start_bot: BotFactory) -> None:
+    async with start_bot(
+        discord_auto_thread=True, redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_timeout_seconds=0.5
+    ) as bot:
+        asked = await bot.say("anyone home?")
+        notice = await bot.fake.next_message()
+    assert notice.channel_id == CHANNEL_ID and bot.fake.created_threads == []
+    assert notice.message_reference is not None and notice.message_reference["message_id"] == asked
