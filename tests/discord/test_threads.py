@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -95,6 +96,21 @@ async def test_in_someone_elses_thread_a_mention_brings_the_bot_in(bot: Bot, fak
     assert bot.fake.created_threads == []  # a thread opens no other thread
     assert (asked.incoming.channel_id, asked.incoming.thread_ref) == (str(THREAD_ID), str(THREAD_ID))
     assert await bot.gateway.backend.has_flag(f"discord:thread:{THREAD_ID}")
+
+
+async def test_the_embedded_store_remembers_the_threads_the_bot_answered_in(
+    start_bot: BotFactory, tmp_path: Path
+) -> None:
+    async with start_bot(discord_auto_thread=True, redis_url=None, data_dir=tmp_path) as bot:
+        await bot.say("asked", channel_id=THREAD_ID)
+        await bot.next_reply()
+        await bot.say("not asked", channel_id=THREAD_ID, mention=False)
+        assert (await bot.next_reply()).text == "echo: not asked"
+        asked = await bot.say("a new one")
+        await bot.next_reply()
+        await bot.say("in the new thread", channel_id=asked, mention=False)
+        assert (await bot.next_reply()).text == "echo: in the new thread"
+    assert bot.fake.created_threads == [asked]
 
 
 async def test_without_the_setting_a_thread_still_needs_a_mention_every_time(start_bot: BotFactory) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -77,6 +78,15 @@ async def test_the_first_question_titles_the_thread_once(start_slack: StartSlack
     assert working == ("How do I rotate the staging database password?", "is thinking…")
     assert [c.args["title"] for c in rig.slack.calls_to("assistant.threads.setTitle")] == [working[0]]
     assert rig.reply_texts("D1", thread_ts) == ["Like this.", "echo: And for production?"]
+
+
+async def test_the_embedded_store_titles_a_thread_once_too(start_slack: StartSlack, tmp_path: Path) -> None:
+    rig = await start_slack(redis_url=None, data_dir=tmp_path)
+    root = rig.slack.add_message("D1", "earlier", user="U1")
+    for text in ("first question", "second question"):
+        await rig.deliver(im_message(text, thread_ts=root.ts))
+        assert (await rig.outcome()).result == "answered"
+    assert [c.args["title"] for c in rig.slack.calls_to("assistant.threads.setTitle")] == ["first question"]
 
 
 async def test_a_refused_title_never_fails_the_turn(start_slack: StartSlack) -> None:
