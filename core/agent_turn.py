@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -29,12 +30,20 @@ from core.tools.base import Approver, ToolSpec
 if TYPE_CHECKING:
     from core.agent import Agent
 
-__all__ = ["DROPPED_NOTE", "STOPPED_NOTE", "AgentTurn", "TurnResult"]
+__all__ = ["DROPPED_NOTE", "STOPPED_NOTE", "AgentTurn", "TurnResult", "running_tools"]
 
 log = logging.getLogger(__name__)
 
 DROPPED_NOTE = "_(Older messages of our conversation were dropped: they no longer fit the model's context.)_"
+_TOOLS_LINE = re.compile(r"(?:^|\n\n)_([^\n]+)…_$")
 STOPPED_NOTE = "I stopped after {steps} rounds of tool calls without reaching an answer. Please try a narrower request."
+
+
+def running_tools(progress_text: str) -> str | None:
+    """The tools a progress text says are running (its last line, as `_show_tools` writes it), else None:
+    platforms with a status line of their own (Slack's assistant threads) show them there too."""
+    match = _TOOLS_LINE.search(progress_text)
+    return match.group(1) if match else None
 
 
 @dataclass(frozen=True, slots=True)

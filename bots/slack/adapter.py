@@ -34,6 +34,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.access import SlackAccess, parse_channel_ids
 from bots.slack.approvals import ApprovalClicks
+from bots.slack.assistant import AssistantThreads
 from bots.slack.http_server import HttpLimits, LimitedHttpServer
 from bots.slack.incoming import PLATFORM
 from bots.slack.listeners import SlackListeners, SlackWriters
@@ -174,6 +175,7 @@ class SlackAdapter:
         SlackListeners(
             delivery=delivery, writers=self._writers, flags=gateway.backend, allow_bots=settings.slack_allow_bots,
             access=access, on_outcome=on_outcome, approvals=ApprovalClicks(gateway.approvals, self.client),
+            assistant=AssistantThreads(client=self.client, prompts=settings.suggested_prompts, access=access),
         ).register(self.app)  # fmt: skip
         self._socket: AsyncSocketModeHandler | None = None
         self._http: LimitedHttpServer | None = None

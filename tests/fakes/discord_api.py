@@ -18,6 +18,9 @@ a wrong token gets 401, which discord.py turns into ``LoginFailure``):
     PATCH  /channels/{cid}/messages/{mid}                only the bot's own messages (else 403 50005)
     DELETE /channels/{cid}/messages/{mid}
     POST   /channels/{cid}/typing                        204
+    POST   /channels/{cid}/messages/{mid}/threads        a public thread on a text channel's message: its ID is the
+                                                         message's, THREAD_CREATE is dispatched; a second one for
+                                                         the same message 400 code 160004, a name over 100 chars 50035
     PUT    /channels/{cid}/messages/{mid}/reactions/{emoji}/@me
     GET|PUT /applications/{app}/commands, /applications/{app}/guilds/{gid}/commands   (bulk overwrite)
     POST   /interactions/{iid}/{token}/callback          honours ?with_response=1 like Discord
@@ -60,6 +63,7 @@ __all__ = [
     "EPHEMERAL",
     "MAX_CONTENT_LENGTH",
     "MAX_NONCE_LENGTH",
+    "MAX_THREAD_NAME_LENGTH",
     "CommandSync",
     "DeduplicatedSend",
     "Dispatch",
@@ -104,6 +108,7 @@ _T = TypeVar("_T")
 DEFAULT_TOKEN: Final = "fake-bot-token"
 DEFAULT_BOT_USER_ID: Final = 1_100_000_000_000_000_001
 MAX_CONTENT_LENGTH: Final = 2000
+MAX_THREAD_NAME_LENGTH: Final = 100
 MAX_NONCE_LENGTH: Final = 25
 EPHEMERAL: Final = 1 << 6
 _LOADING: Final = 1 << 7
@@ -654,6 +659,7 @@ class FakeDiscord:
         self.deduplicated_sends: list[DeduplicatedSend] = []
         self.lost_responses: list[LostResponse] = []
         self.typing_calls: list[int] = []
+        self.created_threads: list[int] = []  # thread IDs created through the API, in order
         self.reactions: list[tuple[int, int, str]] = []
         self.deleted_messages: list[tuple[int, int]] = []
         self.presence_updates: list[JSONObject] = []
@@ -1533,6 +1539,7 @@ class FakeDiscord:
             ("DELETE", "/channels/{channel_id}/messages/{message_id}", self._delete_message),
             ("PUT", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", self._add_reaction),
             ("POST", "/channels/{channel_id}/typing", self._typing),
+            ("POST", "/channels/{channel_id}/messages/{message_id}/threads", self._start_thread_from_message),
             ("GET", "/applications/{application_id}/commands", self._get_commands),
             ("PUT", "/applications/{application_id}/commands", self._put_commands),
             ("GET", "/applications/{application_id}/guilds/{guild_id}/commands", self._get_commands),
@@ -1841,6 +1848,27 @@ class FakeDiscord:
         self.typing_calls.append(channel.id)
         self.typing.put_nowait(channel.id)
         return web.Response(status=204)
+
+    async def _start_thread_from_message(self, request: web.Request) -> web.Response:
+        channel = self._require_channel(request)
+        message = self._require_message(request, channel)
+        if channel.type != _CHANNEL_GUILD_TEXT:
+            raise _ApiError(400, 50024, "Cannot execute action on this channel type")
+        name = str(self._json_object(request).get("name") or "")
+        if not 1 <= len(name) <= MAX_THREAD_NAME_LENGTH:
+            raise _form_error(
+                "name", "BASE_TYPE_BAD_LENGTH", f"Must be between 1 and {MAX_THREAD_NAME_LENGTH} in length."
+            )
+        thread_id = int(message["id"])  # Discord gives a thread started from a message that message's ID
+        if thread_id in self._channels:
+            raise _ApiError(400, 160004, "A thread has already been created for this message")
+        thread = _Channel(
+            thread_id, _CHANNEL_PUBLIC_THREAD, name, channel.guild_id, parent_id=channel.id, owner_id=self.bot_user_id
+        )
+        self._add_guild_channel(thread, "THREAD_CREATE")
+        self.created_threads.append(thread_id)
+        self._notify()
+        return _json_response({**self._channel_json(thread), "guild_id": str(channel.guild_id)}, status=201)
 
     def _bot_message_json(self, channel: _Channel, body: JSONObject, files: Sequence[tuple[str, int]]) -> JSONObject:
         message = self._base_message_json(channel, self._bot, str(body.get("content") or ""))

@@ -14,9 +14,9 @@ Wire facts this fake relies on (read from slack_sdk's source, not guessed):
 * ``AsyncWebClient`` builds URLs with ``urllib.parse.urljoin(base_url, method)``, so the
   base URL must end in ``/`` (``api_url`` does); without it the ``api`` segment is dropped.
 * Methods with blocks (chat.postMessage/update/postEphemeral, the stream methods,
-  assistant.threads.setStatus) send a JSON body; ``params`` methods (auth.test, chat.delete,
-  reactions.*, apps.connections.open) POST with arguments in the *query string* and an
-  empty form body; conversations.replies and users.info are GETs. The token always travels
+  assistant.threads.setStatus/setSuggestedPrompts) send a JSON body; ``params`` methods (auth.test,
+  chat.delete, reactions.*, apps.connections.open, assistant.threads.setTitle) POST with arguments
+  in the *query string* and an empty form body; conversations.replies and users.info are GETs. The token always travels
   as ``Authorization: Bearer ...``. The fake merges query, form and JSON arguments and
   decodes JSON-encoded ``blocks``/``attachments``/``chunks``/``metadata`` so ``Call.args``
   looks the same whichever encoding the client chose.
@@ -43,6 +43,7 @@ __all__ = [
     "DEFAULT_TEAM_ID",
     "DEFAULT_USER_ID",
     "MAX_BLOCKS",
+    "MAX_SUGGESTED_PROMPTS",
     "MAX_MARKDOWN_BLOCKS_LENGTH",
     "MAX_STREAM_MARKDOWN_LENGTH",
     "MAX_TEXT_LENGTH",
@@ -57,6 +58,7 @@ __all__ = [
     "Message",
     "User",
     "app_mention",
+    "assistant_thread_started",
     "bot_message",
     "channel_message",
     "event_callback",
@@ -111,7 +113,8 @@ VERIFICATION_TOKEN = "fake-verification-token"
 _TEAM_DOMAIN = "fake-team"
 _OAUTH_SCOPES = "app_mentions:read,assistant:write,channels:history,chat:write,im:history,reactions:write,users:read"
 _APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
-_JSON_ENCODED_ARGS = ("blocks", "attachments", "chunks", "metadata", "loading_messages")
+_JSON_ENCODED_ARGS = ("blocks", "attachments", "chunks", "metadata", "loading_messages", "prompts")
+MAX_SUGGESTED_PROMPTS = 4  # assistant.threads.setSuggestedPrompts takes "up to four"
 _MENTION = re.compile(r"<@([A-Z0-9]+)>")
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_-]+")
 _TS_ARG = re.compile(r"\d+(\.\d{1,6})?")
@@ -639,6 +642,35 @@ def bot_message(
     return event
 
 
+def assistant_thread_started(
+    *,
+    user: str = DEFAULT_USER_ID,
+    channel: str = DEFAULT_IM_CHANNEL_ID,
+    thread_ts: str | None = None,
+    context_channel: str | None = DEFAULT_CHANNEL_ID,
+    team: str = DEFAULT_TEAM_ID,
+) -> JsonDict:
+    """The ``assistant_thread_started`` event: the user opened the app's assistant view (a DM thread).
+
+    The user's messages in that thread then arrive as ``message`` events in the DM (``im_message`` with
+    ``thread_ts``), the bot's replies as messages with ``bot_id`` in the same thread.
+    """
+    context: JsonDict = {"team_id": team, "enterprise_id": None}
+    if context_channel is not None:
+        context["channel_id"] = context_channel
+    ts = next_ts()
+    return {
+        "type": "assistant_thread_started",
+        "assistant_thread": {
+            "user_id": user,
+            "context": context,
+            "channel_id": channel,
+            "thread_ts": thread_ts or ts,
+        },
+        "event_ts": ts,
+    }
+
+
 def event_callback(
     event: JsonDict,
     event_id: str | None = None,
@@ -740,6 +772,8 @@ class FakeSlack:
         self._channels: defaultdict[str, dict[str, Message]] = defaultdict(dict)
         self._reactions: defaultdict[tuple[str, str], dict[str, list[str]]] = defaultdict(dict)
         self._assistant_status: dict[tuple[str, str], str] = {}
+        self._assistant_titles: dict[tuple[str, str], str] = {}
+        self._suggested_prompts: dict[tuple[str, str], list[JsonDict]] = {}
         self._users: dict[str, User] = {}
         self._members: dict[str, list[str]] = {}
         self._tickets: set[str] = set()
@@ -758,6 +792,8 @@ class FakeSlack:
             "reactions.add": self._reactions_add,
             "reactions.remove": self._reactions_remove,
             "assistant.threads.setStatus": self._assistant_set_status,
+            "assistant.threads.setTitle": self._assistant_set_title,
+            "assistant.threads.setSuggestedPrompts": self._assistant_set_suggested_prompts,
             "chat.startStream": self._chat_start_stream,
             "chat.appendStream": self._chat_append_stream,
             "chat.stopStream": self._chat_stop_stream,
@@ -881,6 +917,12 @@ class FakeSlack:
 
     def assistant_status(self, channel: str, thread_ts: str) -> str | None:
         return self._assistant_status.get((channel, thread_ts))
+
+    def assistant_title(self, channel: str, thread_ts: str) -> str | None:
+        return self._assistant_titles.get((channel, thread_ts))
+
+    def suggested_prompts(self, channel: str, thread_ts: str) -> list[JsonDict] | None:
+        return self._suggested_prompts.get((channel, thread_ts))
 
     def add_message(
         self,
@@ -1073,6 +1115,22 @@ class FakeSlack:
     def _assistant_set_status(self, args: JsonDict) -> JsonDict:
         channel, thread_ts = _channel(args, "channel_id"), _required(args, "thread_ts")
         self._assistant_status[(channel, thread_ts)] = str(args.get("status", ""))
+        return {}
+
+    def _assistant_set_title(self, args: JsonDict) -> JsonDict:
+        channel, thread_ts = _channel(args, "channel_id"), _required(args, "thread_ts")
+        self._assistant_titles[(channel, thread_ts)] = _required(args, "title")
+        return {}
+
+    def _assistant_set_suggested_prompts(self, args: JsonDict) -> JsonDict:
+        channel, thread_ts = _channel(args, "channel_id"), _required(args, "thread_ts")
+        prompts = args.get("prompts")
+        well_formed = isinstance(prompts, list) and all(
+            isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts
+        )
+        if not well_formed or not prompts or len(prompts) > MAX_SUGGESTED_PROMPTS:
+            raise _ApiError("invalid_arguments")
+        self._suggested_prompts[(channel, thread_ts)] = list(prompts)
         return {}
 
     def _chat_start_stream(self, args: JsonDict) -> JsonDict:
