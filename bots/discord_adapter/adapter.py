@@ -32,6 +32,7 @@ from bots.discord_adapter.client import (
     ShardedChatClient,
 )
 from bots.discord_adapter.endpoints import pointed_at
+from bots.discord_adapter.files import DiscordFiles
 from bots.discord_adapter.incoming import PLATFORM, AnswerPolicy, command_incoming, parse_id_list
 from bots.discord_adapter.writer import DiscordReply, DiscordWriters
 from core.delivery import Delivery
@@ -115,9 +116,10 @@ class DiscordAdapter:
         self._client = client
         self._members = GuildMembers(client, self._policy.guild_ids)
         try:
+            # One keep-alive session for attachment downloads, closed with the client.
             with pointed_at(self._settings.discord_api_url):
-                async with client:
-                    await self._serve(client, token)
+                async with client, aiohttp.ClientSession() as files:
+                    await self._serve(client, token, DiscordFiles(files))
         finally:
             self._client = None
 
@@ -142,7 +144,7 @@ class DiscordAdapter:
             **sharding,
         )
 
-    async def _serve(self, client: ChatClient, token: str) -> None:
+    async def _serve(self, client: ChatClient, token: str, files: DiscordFiles) -> None:
         api_url = self._settings.discord_api_url
         try:
             await client.login(token)  # setup_hook (gateway URL, slash commands) runs inside
@@ -158,7 +160,7 @@ class DiscordAdapter:
         log.info("discord logged in", extra={"shards": self._settings.discord_shard_count or 1})
         # From login on, REST works: replies (ours, and those dead processes left) can go out. Messages may
         # arrive before on_ready (it waits for every guild), so this cannot wait for READY.
-        self._delivery.serve(PLATFORM, DiscordWriters(client))
+        self._delivery.serve(PLATFORM, DiscordWriters(client), files=files)
         try:
             await client.connect()
         except discord.PrivilegedIntentsRequired:

@@ -26,6 +26,7 @@ from typing import Literal
 import discord
 
 from bots.discord_adapter.access import DmPolicy
+from bots.discord_adapter.files import attachments_of
 from core.errors import ConfigError
 from core.turns import IncomingMessage
 
@@ -105,6 +106,7 @@ class AnswerPolicy:
             text=strip_mention(message.content, me.id, role_id),
             metadata=metadata,
             from_bot=message.author.bot,
+            attachments=attachments_of(message),
         )
 
 
