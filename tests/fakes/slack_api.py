@@ -26,6 +26,12 @@ Wire facts this fake relies on (read from slack_sdk's source, not guessed):
   chat.postMessage/update answers included, a message carries ``{"event_type": ...}`` alone.
   chat.update keeps the old metadata unless it is given some; ``{}`` removes it.
 
+Files: :meth:`FakeSlack.add_file` keeps a file and returns the object Slack puts in a message event's
+``files``; its ``url_private_download`` (and ``url_private``) is served on the fake only to
+``Authorization: Bearer xoxb-...`` while the app has the ``files:read`` scope (``FakeSlack.scopes``).
+Otherwise Slack does not refuse with an error: it answers 200 with its HTML sign-in page, and so does
+the fake. Every download is recorded in ``FakeSlack.downloads``.
+
 Faults: :meth:`FakeSlack.fail_next` refuses a call (nothing happens); :meth:`FakeSlack.lose_responses`
 and :meth:`FakeSlack.drop_responses` let a call take effect and then lose its answer, the case a
 client cannot tell apart from a refusal.
@@ -52,6 +58,7 @@ __all__ = [
     "Call",
     "EphemeralMessage",
     "Envelope",
+    "FileDownload",
     "FakeSlack",
     "JsonDict",
     "Message",
@@ -109,7 +116,13 @@ DEFAULT_IM_CHANNEL_ID = "D1"
 VERIFICATION_TOKEN = "fake-verification-token"
 
 _TEAM_DOMAIN = "fake-team"
-_OAUTH_SCOPES = "app_mentions:read,assistant:write,channels:history,chat:write,im:history,reactions:write,users:read"
+_OAUTH_SCOPES = (
+    "app_mentions:read,assistant:write,channels:history,chat:write,files:read,im:history,reactions:write,users:read"
+)
+_SIGN_IN_PAGE = (
+    "<!DOCTYPE html><html lang=\"en-US\"><head><title>Slack</title></head>"
+    "<body><h1>Sign in to Fake Team</h1><form action=\"/signin\" method=\"post\"></form></body></html>"
+)
 _APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
 _JSON_ENCODED_ARGS = ("blocks", "attachments", "chunks", "metadata", "loading_messages")
 _MENTION = re.compile(r"<@([A-Z0-9]+)>")
@@ -198,6 +211,23 @@ class Message:
         if self.streamed or not self.blocks:
             return "\n".join(t for t in (self.text, block_text) if t)
         return block_text
+
+
+@dataclass(frozen=True)
+class FileDownload:
+    """One GET of a file URL: the token it carried (None: no Authorization) and whether the file was served."""
+
+    file_id: str
+    token: str | None
+    served: bool
+
+
+@dataclass(frozen=True)
+class _File:
+    id: str
+    name: str
+    data: bytes
+    mimetype: str
 
 
 @dataclass(frozen=True)
@@ -734,6 +764,9 @@ class FakeSlack:
         self.acks: list[Ack] = []
         self.envelopes: list[Envelope] = []
         self.ephemeral_messages: list[EphemeralMessage] = []
+        self.scopes: set[str] = set(_OAUTH_SCOPES.split(","))
+        self.downloads: list[FileDownload] = []
+        self._files: dict[str, _File] = {}
         self._call_queues: defaultdict[str, asyncio.Queue[Call]] = defaultdict(asyncio.Queue)
         self._failures: defaultdict[str, list[_ScriptedFailure]] = defaultdict(list)
         self._lost: defaultdict[str, list[_LostResponse]] = defaultdict(list)
@@ -788,6 +821,8 @@ class FakeSlack:
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_get("/socket", self._handle_socket)
         app.router.add_post("/response/{hook}", self._handle_response_url)
+        app.router.add_get("/files-pri/{team_file}/download/{name}", self._handle_file)
+        app.router.add_get("/files-pri/{team_file}/{name}", self._handle_file)
         app.router.add_route("*", "/{tail:.*}", self._handle_stray_path)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -924,6 +959,24 @@ class FakeSlack:
         self._users[user_id] = user
         return user
 
+    def add_file(
+        self, name: str, data: bytes, *, mimetype: str, filetype: str | None = None, size: int | None = None
+    ) -> JsonDict:
+        """Keep a file; returns its object as a message event's ``files`` carries it (``size``: declared)."""
+        file_id = f"F{uuid.uuid4().hex[:10].upper()}"
+        self._files[file_id] = _File(file_id, name, data, mimetype)
+        base = f"{self.base_url}files-pri/{self.team_id}-{file_id}"
+        return {
+            "id": file_id, "created": int(time.time()), "timestamp": int(time.time()), "name": name, "title": name,
+            "mimetype": mimetype, "filetype": filetype or name.rpartition(".")[2].lower(), "pretty_type": mimetype,
+            "user": DEFAULT_USER_ID, "user_team": self.team_id, "editable": False,
+            "size": len(data) if size is None else size, "mode": "hosted", "is_external": False,
+            "external_type": "", "is_public": False, "public_url_shared": False, "display_as_bot": False,
+            "username": "", "url_private": f"{base}/{name}", "url_private_download": f"{base}/download/{name}",
+            "permalink": f"https://{_TEAM_DOMAIN}.slack.com/files/{DEFAULT_USER_ID}/{file_id}/{name}",
+            "is_starred": False, "has_rich_preview": False, "file_access": "visible",
+        }  # fmt: skip
+
     def set_members(self, channel: str, users: list[str]) -> None:
         """Who is in ``channel``, as conversations.members reports it."""
         self._members[channel] = list(users)
@@ -980,7 +1033,7 @@ class FakeSlack:
         handler = self._handlers.get(method)
         if handler is None:
             return 404, {"ok": False, "error": "unknown_method", "req_method": method}, {}
-        headers = {"X-OAuth-Scopes": _OAUTH_SCOPES}
+        headers = {"X-OAuth-Scopes": ",".join(sorted(self.scopes))}
         try:
             _check_token(method, token)
             return 200, {"ok": True, **handler(args)}, headers
@@ -997,6 +1050,19 @@ class FakeSlack:
         headers = CIMultiDictProxy(CIMultiDict(request.headers))
         call = Call("response_url", args, headers, None, request.method, 200, {"ok": True})
         return await self._answer_then_record(request, call)
+
+    async def _handle_file(self, request: web.Request) -> web.StreamResponse:
+        token = _extract_token(request.headers, {})
+        file_id = request.match_info["team_file"].rpartition("-")[2]
+        stored = self._files.get(file_id)
+        if stored is None or stored.name != request.match_info["name"]:
+            self.downloads.append(FileDownload(file_id, token, served=False))
+            return web.Response(status=404, text="file not found")
+        allowed = token is not None and token.startswith("xoxb-") and "files:read" in self.scopes
+        self.downloads.append(FileDownload(file_id, token, served=allowed))
+        if not allowed:  # Slack's answer to a download it will not serve: its sign-in page, 200
+            return web.Response(text=_SIGN_IN_PAGE, content_type="text/html", charset="utf-8")
+        return web.Response(body=stored.data, content_type=stored.mimetype)
 
     async def _handle_stray_path(self, request: web.Request) -> web.StreamResponse:
         # Most often a base_url without its trailing slash; say so instead of a bare 404.
