@@ -105,8 +105,7 @@ async def _read_one(result: FileInput, attachment: Attachment, data: bytes, budg
     if kind == "image":  # named or typed as an image, but not bytes we recognise as one
         return _unread(result, attachment, "it is not a PNG, JPEG, GIF or WebP image I can open"), budget
     if kind == "other":
-        what = attachment.mimetype or "unknown type"
-        return _unread(result, attachment, f"I can't read this kind of file ({what})"), budget
+        return _unread(result, attachment, f"I can't read this kind of file ({_type_of(attachment)})"), budget
     if budget <= 0:
         return _unread(result, attachment, "the message's other files already filled the room I have"), budget
     if kind == "pdf":
@@ -117,7 +116,7 @@ async def _read_one(result: FileInput, attachment: Attachment, data: bytes, budg
         return _unread(result, attachment, reason), budget
     result.read += 1
     shown = text[:budget]
-    header = f"[file {name} ({attachment.mimetype or kind}, {describe_size(len(data))})]"
+    header = f"[file {name} ({_type_of(attachment)}, {describe_size(len(data))})]"
     end = f"[end of file {name}]"
     if len(text) > budget:
         result.notes.append(f"I read only the first {budget:,} characters of {name}.")
@@ -127,8 +126,11 @@ async def _read_one(result: FileInput, attachment: Attachment, data: bytes, budg
 
 def _unread(result: FileInput, attachment: Attachment, reason: str) -> str:
     result.notes.append(f"I could not read {attachment.name}: {reason}.")
-    what = attachment.mimetype or "unknown type"
-    return f"[file {attachment.name} ({what}, {describe_size(attachment.size)}): not read, {reason}]"
+    return f"[file {attachment.name} ({_type_of(attachment)}, {describe_size(attachment.size)}): not read, {reason}]"
+
+
+def _type_of(attachment: Attachment) -> str:
+    return attachment.mimetype.partition(";")[0].strip() or "unknown type"
 
 
 def _decode(data: bytes) -> str:

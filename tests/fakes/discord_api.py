@@ -1518,7 +1518,7 @@ class FakeDiscord:
         item = self.attachment_files.get(int(request.match_info["attachment_id"]))
         if item is None or item.filename != request.match_info["filename"]:
             return web.Response(status=404, text="This content is no longer available.")
-        return web.Response(body=item.data, content_type=item.content_type or "application/octet-stream")
+        return web.Response(body=item.data, headers={"Content-Type": item.content_type or "application/octet-stream"})
 
     def _attach_reference(
         self, message: JSONObject, channel: _Channel, guild_id: int | None, referenced_id: int

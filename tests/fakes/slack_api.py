@@ -120,8 +120,8 @@ _OAUTH_SCOPES = (
     "app_mentions:read,assistant:write,channels:history,chat:write,files:read,im:history,reactions:write,users:read"
 )
 _SIGN_IN_PAGE = (
-    "<!DOCTYPE html><html lang=\"en-US\"><head><title>Slack</title></head>"
-    "<body><h1>Sign in to Fake Team</h1><form action=\"/signin\" method=\"post\"></form></body></html>"
+    '<!DOCTYPE html><html lang="en-US"><head><title>Slack</title></head>'
+    '<body><h1>Sign in to Fake Team</h1><form action="/signin" method="post"></form></body></html>'
 )
 _APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
 _JSON_ENCODED_ARGS = ("blocks", "attachments", "chunks", "metadata", "loading_messages")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from core.attachments import describe_size
 from tests.fakes.openai_server import FakeOpenAI, image_parts
 from tests.fakes.slack_api import FileDownload, app_mention, im_message
 from tests.slack.conftest import Mode, SlackRig, StartSlack
@@ -84,7 +83,7 @@ async def test_an_oversized_file_is_not_downloaded_and_the_reply_names_it(
     reply = await answer(rig, file_share(rig, "look at this", big))
 
     assert rig.slack.downloads == []  # its declared size was enough to say no
-    assert reply.endswith(f"_(I could not read dump.csv: it is larger than {describe_size(1000)}, the most I download.)_")
+    assert reply.endswith("_(I could not read dump.csv: it is larger than 1 KB, the most I download.)_")
     assert "[file dump.csv (text/csv, 4 KB): not read" in fake_openai.requests[-1].messages[-1]["content"]
 
 

@@ -15,7 +15,7 @@ __all__ = ["pdf_with_text", "png_bytes"]
 def pdf_with_text(*pages: str) -> bytes:
     """A PDF whose pages show these lines in Helvetica (pypdf writes it; its text extractor reads it back)."""
     writer = PdfWriter()
-    font = writer._add_object(  # noqa: SLF001  # pypdf's only way to add an indirect object to a new file
+    font = writer._add_object(  # pypdf's only way to add an indirect object to a new file
         DictionaryObject({
             NameObject("/Type"): NameObject("/Font"), NameObject("/Subtype"): NameObject("/Type1"),
             NameObject("/BaseFont"): NameObject("/Helvetica"),
@@ -29,7 +29,7 @@ def pdf_with_text(*pages: str) -> bytes:
         content = DecodedStreamObject()
         escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
         content.set_data(f"BT /F1 12 Tf 72 720 Td ({escaped}) Tj ET".encode("latin-1"))
-        page[NameObject("/Contents")] = writer._add_object(content)  # noqa: SLF001
+        page[NameObject("/Contents")] = writer._add_object(content)
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
