@@ -115,7 +115,7 @@ async def _read_one(result: FileInput, attachment: Attachment, data: bytes, budg
     if reason is not None:
         return _unread(result, attachment, reason), budget
     result.read += 1
-    shown = text[:budget]
+    shown = text[:budget].rstrip("\n")
     header = f"[file {name} ({_type_of(attachment)}, {describe_size(len(data))})]"
     end = f"[end of file {name}]"
     if len(text) > budget:

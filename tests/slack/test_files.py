@@ -56,8 +56,8 @@ async def test_a_text_file_is_inlined_with_its_name_after_the_question(
     reply = await answer(rig, event)
 
     sent = fake_openai.requests[-1].messages[-1]["content"]
-    assert sent.startswith("why did it fail?\n\n[file app.log (text/plain, 31 bytes)]\nERROR db timeout\nINFO retry ok")
-    assert sent.endswith("[end of file app.log]")
+    assert sent == "why did it fail?\n\n[file app.log (text/plain, 31 bytes)]\nERROR db timeout\nINFO retry ok\n" \
+        "[end of file app.log]"  # fmt: skip
     assert reply == f"echo: {sent}"
 
 
@@ -138,3 +138,17 @@ async def test_an_image_refused_by_a_text_only_model_is_answered_from_the_text(
     assert image_parts(refused.messages[-1]) and not image_parts(retried.messages[-1])
     assert reply.startswith("echo: is this a cat?")
     assert reply.endswith("_(This model cannot see images, so I answered from the text alone.)_")
+
+
+async def test_the_bot_token_never_goes_to_a_file_link_outside_slack(
+    start_slack: StartSlack, fake_openai: FakeOpenAI
+) -> None:
+    rig = await start_slack()
+    shared = rig.slack.add_file("x.png", png_bytes(), mimetype="image/png")
+    shared["url_private_download"] = f"{fake_openai.url}/files-pri/x.png"  # another host than Slack's
+    before = len(fake_openai.requests)
+
+    reply = await answer(rig, file_share(rig, "and this?", shared))
+
+    assert "I could not read x.png: its link does not point at Slack." in reply
+    assert [r.path for r in fake_openai.requests[before:]] == ["/v1/chat/completions"]  # nothing fetched there
