@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["Attachment", "FetchError", "FileFetcher", "FileTooLargeError", "describe_size", "read_capped"]
+__all__ = ["Attachment", "FetchError", "Fetched", "FileFetcher", "FileTooLargeError", "describe_size", "read_capped"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,15 @@ class Attachment:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A downloaded file: its bytes, and the attachment as the platform describes it now (a lookup may
+    name a file the message event only gave the ID of)."""
+
+    data: bytes
+    attachment: Attachment
+
+
 class FetchError(Exception):
     """A file could not be downloaded. `reason` completes "I could not read <name>: ..." for the user."""
 
@@ -61,7 +70,7 @@ class FileTooLargeError(FetchError):
 class FileFetcher(Protocol):
     """The platform's way to download an attachment (with its bot token where the platform needs one)."""
 
-    async def fetch(self, attachment: Attachment, *, max_bytes: int) -> bytes:
+    async def fetch(self, attachment: Attachment, *, max_bytes: int) -> Fetched:
         """The file's bytes, at most `max_bytes`.
 
         Raises:

@@ -18,7 +18,7 @@ from typing import Any
 
 from pypdf import PdfReader
 
-from core.attachments import Attachment, FetchError, FileFetcher, FileTooLargeError, describe_size
+from core.attachments import Attachment, Fetched, FetchError, FileFetcher, FileTooLargeError, describe_size
 from core.file_types import file_kind, image_type
 from core.messages import ImagePart
 
@@ -62,22 +62,27 @@ async def read_files(attachments: Sequence[Attachment], fetcher: FileFetcher | N
     downloads = await asyncio.gather(*(_download(a, fetcher, limits.max_bytes) for a in taken))
     blocks: list[str] = []
     budget = limits.max_chars
-    for attachment, data in zip(taken, downloads, strict=True):
-        result.references.append({"name": attachment.name, "type": attachment.mimetype, "size": attachment.size})
-        if isinstance(data, FetchError):
-            blocks.append(_unread(result, attachment, data.reason))
+    for attachment, fetched in zip(taken, downloads, strict=True):
+        if isinstance(fetched, FetchError):
+            result.references.append(_reference(attachment))
+            blocks.append(_unread(result, attachment, fetched.reason))
             continue
-        block, budget = await _read_one(result, attachment, data, budget)
+        result.references.append(_reference(fetched.attachment))
+        block, budget = await _read_one(result, fetched.attachment, fetched.data, budget)
         blocks.append(block)
     over = f"I read at most {limits.max_files} files of a message" if limits.max_files else "I don't read files here"
     for attachment in skipped:
-        result.references.append({"name": attachment.name, "type": attachment.mimetype, "size": attachment.size})
+        result.references.append(_reference(attachment))
         blocks.append(_unread(result, attachment, over))
     result.text = "\n\n".join(blocks)
     return result
 
 
-async def _download(attachment: Attachment, fetcher: FileFetcher | None, max_bytes: int) -> bytes | FetchError:
+def _reference(attachment: Attachment) -> dict[str, Any]:
+    return {"name": attachment.name, "type": attachment.mimetype, "size": attachment.size}
+
+
+async def _download(attachment: Attachment, fetcher: FileFetcher | None, max_bytes: int) -> Fetched | FetchError:
     if attachment.size is not None and attachment.size > max_bytes:
         return FileTooLargeError(max_bytes)  # said so before a single byte is fetched
     if fetcher is None:

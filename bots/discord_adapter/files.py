@@ -12,7 +12,7 @@ import aiohttp
 import discord
 
 from bots.downloads import download
-from core.attachments import Attachment, FetchError
+from core.attachments import Attachment, Fetched, FetchError
 
 
 def attachments_of(message: discord.Message) -> tuple[Attachment, ...]:
@@ -31,9 +31,9 @@ class DiscordFiles:
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
 
-    async def fetch(self, attachment: Attachment, *, max_bytes: int) -> bytes:
+    async def fetch(self, attachment: Attachment, *, max_bytes: int) -> Fetched:
         """Raises: FetchError."""
         if not attachment.url:
             raise FetchError("Discord did not send a link to it")
         data, _ = await download(self._session, attachment.url, max_bytes=max_bytes)
-        return data
+        return Fetched(data, attachment)

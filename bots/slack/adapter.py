@@ -211,7 +211,7 @@ class SlackAdapter:
         async with aiohttp.ClientSession() as session:
             self.client.session = self._progress_client.session = session
             await self._check_bot_token()
-            files = SlackFiles(session, token=self._bot_token, api_url=self._base_url)
+            files = SlackFiles(session, self.client, token=self._bot_token, api_url=self._base_url)
             self._delivery.serve(PLATFORM, self._writers, files=files)
             try:
                 if self.mode == "socket":

@@ -8,7 +8,7 @@ import json
 import pytest
 from pypdf import PdfWriter
 
-from core.attachments import Attachment, FetchError, FileTooLargeError, read_capped
+from core.attachments import Attachment, Fetched, FetchError, FileTooLargeError, read_capped
 from core.errors import ImagesRefusedError, ModelRejectedError
 from core.file_input import FileLimits, read_files
 from core.llm import OpenAIChatModel
@@ -26,7 +26,7 @@ class Files:
         self.files = files
         self.fetched: list[str] = []
 
-    async def fetch(self, attachment: Attachment, *, max_bytes: int) -> bytes:
+    async def fetch(self, attachment: Attachment, *, max_bytes: int) -> Fetched:
         self.fetched.append(attachment.name)
         if attachment.name not in self.files:
             raise FetchError("the download failed (HTTP 404)")
@@ -36,7 +36,7 @@ class Files:
             for start in range(0, len(data), 1000):
                 yield data[start : start + 1000]
 
-        return await read_capped(chunks(), max_bytes)
+        return Fetched(await read_capped(chunks(), max_bytes), attachment)
 
 
 def named(name: str, mimetype: str = "", size: int | None = None) -> Attachment:

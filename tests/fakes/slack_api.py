@@ -30,7 +30,9 @@ Files: :meth:`FakeSlack.add_file` keeps a file and returns the object Slack puts
 ``files``; its ``url_private_download`` (and ``url_private``) is served on the fake only to
 ``Authorization: Bearer xoxb-...`` while the app has the ``files:read`` scope (``FakeSlack.scopes``).
 Otherwise Slack does not refuse with an error: it answers 200 with its HTML sign-in page, and so does
-the fake. Every download is recorded in ``FakeSlack.downloads``.
+the fake. Every download is recorded in ``FakeSlack.downloads``. ``files.info`` describes a kept file
+(``missing_scope`` without files:read); :meth:`FakeSlack.unlinked` gives the link-less form Slack Connect
+events carry.
 
 Faults: :meth:`FakeSlack.fail_next` refuses a call (nothing happens); :meth:`FakeSlack.lose_responses`
 and :meth:`FakeSlack.drop_responses` let a call take effect and then lose its answer, the case a
@@ -767,6 +769,7 @@ class FakeSlack:
         self.scopes: set[str] = set(_OAUTH_SCOPES.split(","))
         self.downloads: list[FileDownload] = []
         self._files: dict[str, _File] = {}
+        self._file_objects: dict[str, JsonDict] = {}
         self._call_queues: defaultdict[str, asyncio.Queue[Call]] = defaultdict(asyncio.Queue)
         self._failures: defaultdict[str, list[_ScriptedFailure]] = defaultdict(list)
         self._lost: defaultdict[str, list[_LostResponse]] = defaultdict(list)
@@ -799,6 +802,7 @@ class FakeSlack:
             "conversations.members": self._conversations_members,
             "apps.connections.open": self._apps_connections_open,
             "users.info": self._users_info,
+            "files.info": self._files_info,
         }
         self.add_user(bot_user_id, name=bot_name, is_bot=True)
 
@@ -966,7 +970,7 @@ class FakeSlack:
         file_id = f"F{uuid.uuid4().hex[:10].upper()}"
         self._files[file_id] = _File(file_id, name, data, mimetype)
         base = f"{self.base_url}files-pri/{self.team_id}-{file_id}"
-        return {
+        self._file_objects[file_id] = {
             "id": file_id, "created": int(time.time()), "timestamp": int(time.time()), "name": name, "title": name,
             "mimetype": mimetype, "filetype": filetype or name.rpartition(".")[2].lower(), "pretty_type": mimetype,
             "user": DEFAULT_USER_ID, "user_team": self.team_id, "editable": False,
@@ -976,6 +980,12 @@ class FakeSlack:
             "permalink": f"https://{_TEAM_DOMAIN}.slack.com/files/{DEFAULT_USER_ID}/{file_id}/{name}",
             "is_starred": False, "has_rich_preview": False, "file_access": "visible",
         }  # fmt: skip
+        return copy.deepcopy(self._file_objects[file_id])
+
+    @staticmethod
+    def unlinked(file: JsonDict) -> JsonDict:
+        """The file as events in Slack Connect channels name it: its ID alone, to look up with files.info."""
+        return {"id": file["id"], "mode": "hosted", "file_access": "check_file_info"}
 
     def set_members(self, channel: str, users: list[str]) -> None:
         """Who is in ``channel``, as conversations.members reports it."""
@@ -1212,6 +1222,14 @@ class FakeSlack:
         ticket = uuid.uuid4().hex
         self._tickets.add(ticket)
         return {"url": f"ws://127.0.0.1:{self.port}/socket?ticket={ticket}&app_id={self.app_id}"}
+
+    def _files_info(self, args: JsonDict) -> JsonDict:
+        if "files:read" not in self.scopes:
+            raise _ApiError("missing_scope", needed="files:read", provided=",".join(sorted(self.scopes)))
+        found = self._file_objects.get(_required(args, "file"))
+        if found is None:
+            raise _ApiError("file_not_found")
+        return {"file": copy.deepcopy(found), "comments": [], "response_metadata": {"next_cursor": ""}}
 
     def _users_info(self, args: JsonDict) -> JsonDict:
         user_id = _required(args, "user")

@@ -152,3 +152,27 @@ async def test_the_bot_token_never_goes_to_a_file_link_outside_slack(
 
     assert "I could not read x.png: its link does not point at Slack." in reply
     assert [r.path for r in fake_openai.requests[before:]] == ["/v1/chat/completions"]  # nothing fetched there
+
+
+async def test_a_file_named_without_a_link_is_looked_up_with_files_info(
+    start_slack: StartSlack, fake_openai: FakeOpenAI
+) -> None:
+    rig = await start_slack()
+    shared = rig.slack.add_file("notes.md", b"- ship friday", mimetype="text/markdown")
+
+    reply = await answer(rig, file_share(rig, "", rig.slack.unlinked(shared)))
+
+    assert rig.slack.calls_to("files.info")[0].args["file"] == shared["id"]
+    assert rig.slack.downloads == [FileDownload(shared["id"], "xoxb-test", served=True)]
+    assert "- ship friday" in reply
+
+
+async def test_files_info_refused_for_the_missing_scope_says_which_scope(start_slack: StartSlack) -> None:
+    rig = await start_slack()
+    rig.slack.scopes.discard("files:read")
+    shared = rig.slack.add_file("notes.md", b"x", mimetype="text/markdown")
+
+    reply = await answer(rig, file_share(rig, "", rig.slack.unlinked(shared)))
+
+    assert reply.startswith(f"_(I could not read {shared['id']}: Slack refused to describe it, so this app lacks")
+    assert "files:read scope" in reply and rig.slack.downloads == []
