@@ -142,6 +142,13 @@ class Settings(BaseSettings):
     )
     rate_limit_per_minute: int = Field(20, ge=0, description="Messages per user per minute; 0 = no limit")
     max_input_chars: int = Field(4000, ge=1, description="Longest user message accepted")
+    max_attachment_bytes: int = Field(
+        10_000_000, ge=1, description="Largest file (image, text, PDF) downloaded from a message"
+    )
+    max_attachments: int = Field(4, ge=0, description="Most files of one message read; 0 = files are not read")
+    max_attachment_chars: int = Field(
+        20000, ge=100, description="Most characters of text from a message's files (text, code, PDF) the model gets"
+    )
     max_bot_turns: int = Field(
         3, ge=0, description="Bot messages answered in a row per conversation (with *_ALLOW_BOTS); 0 = no cap"
     )

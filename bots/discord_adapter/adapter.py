@@ -33,6 +33,7 @@ from bots.discord_adapter.client import (
     ShardedChatClient,
 )
 from bots.discord_adapter.endpoints import pointed_at
+from bots.discord_adapter.files import DiscordFiles
 from bots.discord_adapter.incoming import (
     PLATFORM,
     AnswerPolicy,
@@ -125,9 +126,10 @@ class DiscordAdapter:
         self._client = client
         self._members = GuildMembers(client, self._policy.guild_ids)
         try:
+            # One keep-alive session for attachment downloads, closed with the client.
             with pointed_at(self._settings.discord_api_url):
-                async with client:
-                    await self._serve(client, token)
+                async with client, aiohttp.ClientSession() as files:
+                    await self._serve(client, token, DiscordFiles(files))
         finally:
             self._client = None
 
@@ -152,7 +154,7 @@ class DiscordAdapter:
             **sharding,
         )
 
-    async def _serve(self, client: ChatClient, token: str) -> None:
+    async def _serve(self, client: ChatClient, token: str, files: DiscordFiles) -> None:
         api_url = self._settings.discord_api_url
         try:
             await client.login(token)  # setup_hook (gateway URL, slash commands) runs inside
@@ -170,7 +172,8 @@ class DiscordAdapter:
         # arrive before on_ready (it waits for every guild), so this cannot wait for READY.
         remember = self._flags if self._settings.discord_auto_thread else None  # only auto-threads read them
         self._delivery.serve(
-            PLATFORM, DiscordWriters(client, flags=remember, ttl_seconds=self._settings.store_ttl_seconds)
+            PLATFORM, DiscordWriters(client, flags=remember, ttl_seconds=self._settings.store_ttl_seconds),
+            files=files,
         )
         try:
             await client.connect()

@@ -45,6 +45,7 @@ from typing import Literal
 import discord
 
 from bots.discord_adapter.access import DmPolicy
+from bots.discord_adapter.files import attachments_of
 from core.commands import parse_command
 from core.errors import ConfigError
 from core.turns import IncomingMessage
@@ -145,6 +146,7 @@ class AnswerPolicy:
             thread_ref=thread_ref,
             metadata=metadata,
             from_bot=message.author.bot,
+            attachments=attachments_of(message),
         )
 
     def _in_thread(self, message: discord.Message) -> Trigger | None:

@@ -26,6 +26,9 @@ a wrong token gets 401, which discord.py turns into ``LoginFailure``):
     POST   /interactions/{iid}/{token}/callback          honours ?with_response=1 like Discord
     POST   /webhooks/{app}/{token}                       interaction follow-ups (?wait=1 returns the message)
     PATCH  /webhooks/{app}/{token}/messages/@original    edit the interaction's original response
+CDN, outside the API prefix and without auth, like Discord's signed attachment URLs:
+    GET    /attachments/{aid}/{filename}                 the bytes of a user's attachment (FakeAttachment); 404
+                                                         for one not known (an expired link)
 Message content over 2,000 characters gets 400 code 50035, an empty message 400 code 50006. Failures can be
 scripted per route with :meth:`FakeDiscord.fail_next`; a 429 carries the body and headers discord.py needs
 before it retries (``retry_after``, ``global``, ``X-RateLimit-*`` and a ``Via`` header: without ``Via``
@@ -61,6 +64,7 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_TOKEN",
     "EPHEMERAL",
+    "FakeAttachment",
     "MAX_CONTENT_LENGTH",
     "MAX_NONCE_LENGTH",
     "MAX_THREAD_NAME_LENGTH",
@@ -161,6 +165,17 @@ class _Op(enum.IntEnum):
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Records handed to tests
+
+
+@dataclass(frozen=True)
+class FakeAttachment:
+    """A file a user attaches: served at its CDN URL. ``size`` overrides the declared size (default: the data's);
+    ``content_type`` None leaves the field out, as Discord does for types it does not recognise."""
+
+    filename: str
+    data: bytes = b""
+    content_type: str | None = None
+    size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -660,6 +675,8 @@ class FakeDiscord:
         self.lost_responses: list[LostResponse] = []
         self.typing_calls: list[int] = []
         self.created_threads: list[int] = []  # thread IDs created through the API, in order
+        self.attachment_files: dict[int, FakeAttachment] = {}
+        self.downloads: list[str] = []  # attachment URLs paths fetched, in order
         self.reactions: list[tuple[int, int, str]] = []
         self.deleted_messages: list[tuple[int, int]] = []
         self.presence_updates: list[JSONObject] = []
@@ -936,7 +953,7 @@ class FakeDiscord:
         message_reference: int | None = None,
         author_bot: bool = False,
         reply_ping: bool = True,
-        attachments: Sequence[str] = (),
+        attachments: Sequence[str | FakeAttachment] = (),
     ) -> int:
         """Dispatch MESSAGE_CREATE for a message a user wrote; returns the new message id.
 
@@ -1475,17 +1492,39 @@ class FakeDiscord:
         }
 
     def _user_message_json(
-        self, channel: _Channel, author: _User, content: str, author_bot: bool, attachments: Sequence[str]
+        self,
+        channel: _Channel,
+        author: _User,
+        content: str,
+        author_bot: bool,
+        attachments: Sequence[str | FakeAttachment],
     ) -> JSONObject:
         message = self._base_message_json(channel, author, content)
         message["author"]["bot"] = author.bot or author_bot
-        message["attachments"] = [self._attachment_json(name, 0) for name in attachments]
+        message["attachments"] = [self._user_attachment_json(item) for item in attachments]
         return message
+
+    def _user_attachment_json(self, item: str | FakeAttachment) -> JSONObject:
+        if isinstance(item, str):
+            return self._attachment_json(item, 0)
+        size = item.size if item.size is not None else len(item.data)
+        attachment = self._attachment_json(item.filename, size)
+        if item.content_type is not None:
+            attachment["content_type"] = item.content_type
+        self.attachment_files[int(attachment["id"])] = item
+        return attachment
 
     def _attachment_json(self, filename: str, size: int) -> JSONObject:
         attachment_id = self._next_snowflake()
         url = f"http://127.0.0.1:{self.port}/attachments/{attachment_id}/{filename}"
         return {"id": str(attachment_id), "filename": filename, "size": size, "url": url, "proxy_url": url}
+
+    async def _get_attachment(self, request: web.Request) -> web.StreamResponse:
+        self.downloads.append(request.path)
+        item = self.attachment_files.get(int(request.match_info["attachment_id"]))
+        if item is None or item.filename != request.match_info["filename"]:
+            return web.Response(status=404, text="This content is no longer available.")
+        return web.Response(body=item.data, headers={"Content-Type": item.content_type or "application/octet-stream"})
 
     def _attach_reference(
         self, message: JSONObject, channel: _Channel, guild_id: int | None, referenced_id: int
@@ -1550,6 +1589,7 @@ class FakeDiscord:
         ]
         for method, path, handler in routes:
             app.router.add_route(method, api + path, handler)
+        app.router.add_get("/attachments/{attachment_id:\\d+}/{filename}", self._get_attachment)
 
     @web.middleware
     async def _api_middleware(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
