@@ -32,6 +32,7 @@ from bots.discord_adapter.client import (
     ShardedChatClient,
 )
 from bots.discord_adapter.endpoints import pointed_at
+from bots.discord_adapter.history import DiscordHistory
 from bots.discord_adapter.incoming import PLATFORM, AnswerPolicy, command_incoming, parse_id_list
 from bots.discord_adapter.writer import DiscordReply, DiscordWriters
 from core.delivery import Delivery
@@ -158,7 +159,7 @@ class DiscordAdapter:
         log.info("discord logged in", extra={"shards": self._settings.discord_shard_count or 1})
         # From login on, REST works: replies (ours, and those dead processes left) can go out. Messages may
         # arrive before on_ready (it waits for every guild), so this cannot wait for READY.
-        self._delivery.serve(PLATFORM, DiscordWriters(client))
+        self._delivery.serve(PLATFORM, DiscordWriters(client), history=DiscordHistory(client))
         try:
             await client.connect()
         except discord.PrivilegedIntentsRequired:

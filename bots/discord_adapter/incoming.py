@@ -97,6 +97,8 @@ class AnswerPolicy:
             return None
         metadata = _place(trigger, message.channel.id, guild_id)
         metadata["message_id"] = str(message.id)
+        if message.reference is not None and message.reference.message_id is not None:
+            metadata["reference_id"] = str(message.reference.message_id)  # a reply chain to read for context
         return IncomingMessage(
             platform=PLATFORM,
             event_id=str(message.id),
