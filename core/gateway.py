@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -40,13 +41,13 @@ _SEED_READ_SECONDS = 15.0  # the SDKs retry rate limits within this; past it the
 @dataclass(frozen=True, slots=True)
 class Answer:
     """A turn's outcome: the reply to post and what the commit stores (`clear` empties the history first;
-    `reset` also moves the conversation's reset watermark, so no older platform context is ever seeded)."""
+    `reset`, when the reset was sent: no platform context from before it is ever seeded)."""
 
     reply: Reply
     messages: list[ChatMessage] = field(default_factory=list)
     clear: bool = False
     model_seconds: float = 0.0
-    reset: bool = False
+    reset: float | None = None
 
 
 class Gateway:
@@ -143,7 +144,7 @@ class Gateway:
         if command is not None:
             text, clear = await self._run_command(command, incoming, thread_id, history)
             reply = Reply(text, kind="command", thread_id=thread_id)
-            return Answer(reply, clear=clear, reset=command == "reset")
+            return Answer(reply, clear=clear, reset=_sent_at(incoming) if command == "reset" else None)
         log.debug("message text: %s", incoming.text)
         metadata: dict[str, object] = {"from_bot": True} if incoming.from_bot else {}
         if incoming.thread_ref:
@@ -276,6 +277,14 @@ class Gateway:
         if scope == "thread":
             return "this thread's conversation" if incoming.thread_ref else "this channel's conversation"
         return "your conversation with me in this channel"
+
+
+def _sent_at(incoming: IncomingMessage) -> float:
+    """When the platform says `incoming` was sent (adapters set metadata `sent_at`), else now."""
+    try:
+        return float(incoming.metadata["sent_at"])
+    except (KeyError, ValueError):
+        return time.time()
 
 
 def _bot_streak(history: Sequence[ChatMessage]) -> int:

@@ -97,6 +97,7 @@ class AnswerPolicy:
             return None
         metadata = _place(trigger, message.channel.id, guild_id)
         metadata["message_id"] = str(message.id)
+        metadata["sent_at"] = repr(message.created_at.timestamp())  # the reset watermark compares with it
         if message.reference is not None and message.reference.message_id is not None:
             metadata["reference_id"] = str(message.reference.message_id)  # a reply chain to read for context
         return IncomingMessage(
@@ -116,6 +117,7 @@ def command_incoming(interaction: discord.Interaction, text: str) -> IncomingMes
     metadata = _place("slash", channel_id, interaction.guild_id)
     metadata["application_id"] = str(interaction.application_id)
     metadata["interaction_token"] = interaction.token
+    metadata["sent_at"] = repr(interaction.created_at.timestamp())
     return IncomingMessage(
         platform=PLATFORM,
         event_id=str(interaction.id),

@@ -143,6 +143,7 @@ def message_from_event(
             "mention": "1" if is_mention else "",
             # Inside a platform thread that began before this message: its context is on Slack (history.py).
             "thread_ts": str(thread_ts or ""), "joins_thread": "1" if thread_ts and thread_ts != ts else "",
+            "sent_at": str(ts),  # Slack's ts is the epoch time it was sent: the reset watermark compares with it
         },
     )  # fmt: skip
     return slack_message(incoming)

@@ -138,11 +138,11 @@ class Inbox(Protocol):
         record: TurnRecord,
         *,
         clear: bool = False,
-        reset: bool = False,
+        reset: float | None = None,
     ) -> bool:
         """Store the turn's messages and its answered `record` in one atomic step, only while `lease` holds.
-        With `clear`, the history is emptied first; with `reset` too, and the conversation's reset watermark
-        moves to now (`reset_watermark`). False: fenced, nothing was written."""
+        With `clear`, the history is emptied first; with `reset` (when the reset was sent, epoch seconds) too,
+        and the conversation's reset watermark becomes `reset`. False: fenced, nothing was written."""
         ...
 
     async def reset_watermark(self, namespace: str | None, thread_id: str) -> float | None:
@@ -150,7 +150,7 @@ class Inbox(Protocol):
         ...
 
     async def mark_reset(self, namespace: str | None, thread_id: str) -> None:
-        """Move the reset watermark to now, outside any turn (an operator's `threads clear`)."""
+        """Set the reset watermark to now, outside any turn (an operator's `threads clear`)."""
         ...
 
     async def note_posted(self, lease: Lease, record: TurnRecord) -> bool:

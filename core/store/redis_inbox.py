@@ -113,13 +113,13 @@ class RedisInbox:
 
     async def commit(
         self, lease: Lease, messages: Sequence[ChatMessage], record: TurnRecord, *, clear: bool = False,
-        reset: bool = False,
+        reset: float | None = None,
     ) -> bool:  # fmt: skip
         keys = self._keys(lease.namespace, lease.thread_id)
         batch = messages[0].message_id if messages else record.entry_id
         args: list[str | int] = [
             *self._lease_args(lease), lease.message_key, record.to_json(), self._max, self._ttl, batch,
-            2 if reset else int(clear), *(m.to_json() for m in messages),
+            int(clear) if reset is None else repr(reset), *(m.to_json() for m in messages),
         ]  # fmt: skip
         all_keys = [*keys.all(), reset_key(self._prefix, lease.namespace, lease.thread_id)]
         return bool(await self._run("COMMIT", all_keys, args, f"committing {lease.message_key} to {keys.messages}"))

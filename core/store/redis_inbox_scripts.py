@@ -112,7 +112,7 @@ return 1
 )
 
 # ARGV: id, owner, deliveries, key, record, max, ttl, batch, clear, messages...; KEYS[7]: the reset watermark.
-# clear: 0, 1 (empty the history first) or 2 (a reset: also set the watermark to the server's time).
+# clear: 0, 1 (empty the history first), or a reset's watermark (epoch seconds): empty it and keep the mark.
 # redis-py retries a call whose reply was lost: the batch ID in `writes` keeps a retry from storing twice.
 COMMIT = (
     _TAKE
@@ -120,9 +120,8 @@ COMMIT = (
 if not holds(ARGV[1], ARGV[2], ARGV[3]) then return 0 end
 local max, ttl, batch = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
 if ARGV[9] ~= '0' then redis.call('DEL', KEYS[1], KEYS[2]) end
-if ARGV[9] == '2' then
-  local now = redis.call('TIME')
-  local mark = now[1] .. '.' .. string.format('%06d', now[2])
+if ARGV[9] ~= '0' and ARGV[9] ~= '1' then
+  local mark = ARGV[9]
   if ttl > 0 then redis.call('SET', KEYS[7], mark, 'EX', math.max(ttl, """
     + str(RESET_WATERMARK_SECONDS)
     + """)) else redis.call('SET', KEYS[7], mark) end

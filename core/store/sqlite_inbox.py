@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -136,15 +137,15 @@ class SqliteInbox:
 
     async def commit(
         self, lease: Lease, messages: Sequence[ChatMessage], record: TurnRecord, *, clear: bool = False,
-        reset: bool = False,
+        reset: float | None = None,
     ) -> bool:  # fmt: skip
         batch = messages[0].message_id if messages else record.entry_id
-        clear = clear or reset
+        clear = clear or reset is not None
 
         def store(conn: sqlite3.Connection, at: _Conversation, now: float) -> None:
             key = at.keys.messages
-            if reset:
-                self._mark(conn, at, now)
+            if reset is not None:
+                self._mark(conn, at, now, reset)
             if clear or not is_live(conn, key, now):  # batch IDs go with the history, as `writes` in Redis
                 conn.execute("DELETE FROM writes WHERE conversation = ?", (at.base,))
             if clear:
@@ -174,13 +175,13 @@ class SqliteInbox:
 
     async def mark_reset(self, namespace: str | None, thread_id: str) -> None:
         at = self._at(namespace, thread_id)
-        await self._db.run(lambda conn: self._mark(conn, at, self._db.clock()), write=True)
+        await self._db.run(lambda conn: self._mark(conn, at, self._db.clock(), time.time()), write=True)
 
-    def _mark(self, conn: sqlite3.Connection, at: _Conversation, now: float) -> None:
+    def _mark(self, conn: sqlite3.Connection, at: _Conversation, now: float, mark: float) -> None:
         """COMMIT's reset watermark, as one kv row (see RESET_WATERMARK_SECONDS)."""
         expires = now + max(self._ttl, RESET_WATERMARK_SECONDS) if self._ttl else None
         key = reset_key(self._prefix, at.namespace, at.thread_id)
-        conn.execute("INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)", (key, repr(now), expires))
+        conn.execute("INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)", (key, repr(mark), expires))
 
     async def finish(self, lease: Lease, record: TurnRecord, *, take_next: bool) -> Claim | None:
         at = self._at(lease.namespace, lease.thread_id)

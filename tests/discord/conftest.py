@@ -21,6 +21,7 @@ from bots.discord_adapter import DiscordAdapter
 from core.delivery import Delivery, ReplyWriter, WriterFactory
 from core.gateway import Gateway
 from core.llm import OpenAIChatModel
+from core.platform_context import PlatformHistory
 from core.settings import Settings
 from core.store import open_backend
 from core.store.approvals import ApprovalRecord
@@ -162,8 +163,10 @@ class RecordingDelivery(Delivery):
         self.received.put_nowait((incoming, outcome))
         return outcome
 
-    def serve(self, platform: str, writers: WriterFactory) -> None:
-        super().serve(platform, lambda incoming: RecordedWriter(writers(incoming), incoming, self.replies))
+    def serve(self, platform: str, writers: WriterFactory, *, history: PlatformHistory | None = None) -> None:
+        super().serve(
+            platform, lambda incoming: RecordedWriter(writers(incoming), incoming, self.replies), history=history
+        )
 
     async def next_received(self, timeout: float = WAIT_SECONDS) -> tuple[IncomingMessage, str]:
         return await asyncio.wait_for(self.received.get(), timeout)
