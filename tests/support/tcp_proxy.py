@@ -1,10 +1,10 @@
 """A TCP proxy on 127.0.0.1 that tests steer, to put faults between the gateway and Redis or the model.
 
-async with FaultProxy(target_port) as proxy:   # point the client at proxy.port
-    proxy.latency_seconds = 3.0    # every chunk waits this long each way
-    proxy.black_hole = True        # accept and read, never forward or answer
-    await proxy.drop_connections() # cut every open connection (the client sees a reset)
-    proxy.refuse = True            # close new connections at once
+    async with FaultProxy(target_port) as proxy:   # point the client at proxy.port
+        proxy.latency_seconds = 3.0    # every chunk waits this long each way
+        proxy.black_hole = True        # accept and read, never forward or answer
+        await proxy.drop_connections() # cut every open connection (the client sees a reset)
+        proxy.refuse = True            # close new connections at once
 """
 
 from __future__ import annotations
