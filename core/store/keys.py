@@ -31,6 +31,7 @@ __all__ = [
     "conversation_pattern",
     "flag_key",
     "inbox_index_key",
+    "is_reset_key",
     "message_key",
     "parse_conversation_key",
     "parse_message_key",
@@ -55,6 +56,11 @@ def message_key(key_prefix: str, namespace: str | None, thread_id: str) -> str:
 def reset_key(key_prefix: str, namespace: str | None, thread_id: str) -> str:
     """The conversation's reset watermark; not in `ConversationKeys.all()`: only COMMIT and its readers use it."""
     return f"{thread_prefix(key_prefix, namespace, thread_id)}:reset"
+
+
+def is_reset_key(key: str) -> bool:
+    """A reset watermark alone is no stored conversation (it outlives the conversation's other keys)."""
+    return key.endswith(":reset")
 
 
 def writes_key(key_prefix: str, namespace: str | None, thread_id: str) -> str:
