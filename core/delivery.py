@@ -476,4 +476,8 @@ class _Context:
     async def read(self, incoming: IncomingMessage, *, limit: int) -> list[PlatformMessage]:
         after = await self.inbox.reset_watermark(self.lease.namespace, self.lease.thread_id)
         found = await self.history.read(incoming, after=after, limit=limit)
-        return [m for m in found if after is None or m.sent_at > after]  # whatever the port did with `after`
+        return [
+            m for m in found
+            if (after is None or m.sent_at > after)  # whatever the port did with `after`
+            and not (m.kind == "self" and m.text.strip() == FAILURE_NOTICE)
+        ]  # fmt: skip

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from core.agent_turn import TRUNCATED_NOTE
+from core.errors import ModelError
 from tests.discord.conftest import Bot, BotFactory
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.discord_ids import ALICE_ID, BOB_ID, BOT_ID, CHANNEL_ID, OTHER_BOT_ID, THREAD_ID
-from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.openai_server import FakeOpenAI, Status
 
 HISTORY = "/channels/{id}/messages"
 ONE_MESSAGE = "/channels/{id}/messages/{mid}"
@@ -154,3 +155,14 @@ async def test_a_failed_history_read_gives_an_unseeded_but_normal_answer(
 
     context = [("user", "bob: context that may not come")] if seeded else []
     assert sent(fake_openai) == [*context, ("user", "still there?")]
+
+
+async def test_a_failed_turn_leaves_its_question_for_the_next_but_not_the_failure_notice(
+    start_bot: BotFactory, fake_openai: FakeOpenAI, store: dict[str, Any]
+) -> None:
+    fake_openai.script(Status(500))
+    async with start_bot(**store) as bot:
+        assert await ask(bot, "are you there?") == ModelError.user_message  # nothing stored
+        await ask(bot, "and now?")
+
+    assert sent(fake_openai) == [("user", "Alice: are you there?"), ("user", "and now?")]
