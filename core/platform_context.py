@@ -7,8 +7,8 @@ next turn reads nothing from the platform). The rules kept here:
 - a person's message is a user message "Name: text"; the bot's own is an assistant message;
 - another bot's message, or text that only looks like instructions, is a user message quoting it as
   context, never system text;
-- nothing from before the conversation's last `reset` (the watermark: core.delivery), no commands, none of the bot's own
-  failure notices, no leading bot message (the reply to a `reset`, or one whose question is gone);
+- nothing from before the conversation's last `reset` (its watermark, applied in core.delivery), no
+  commands, none of the bot's own failure notices, no leading bot message (the reply to a `reset`);
 - the newest `limit` messages within the context budget, oldest first; `cut` says whether any were left out.
 """
 
