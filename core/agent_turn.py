@@ -31,13 +31,23 @@ from core.tools.base import Approver, ToolSpec
 if TYPE_CHECKING:
     from core.agent import Agent
 
-__all__ = ["DROPPED_NOTE", "NO_IMAGES_NOTE", "STOPPED_NOTE", "AgentTurn", "TurnResult", "running_tools"]
+__all__ = [
+    "DROPPED_NOTE",
+    "NO_IMAGES_NOTE",
+    "STOPPED_NOTE",
+    "TRUNCATED_NOTE",
+    "AgentTurn",
+    "TurnResult",
+    "running_tools",
+]
 
 log = logging.getLogger(__name__)
 
 DROPPED_NOTE = "_(Older messages of our conversation were dropped: they no longer fit the model's context.)_"
 _TOOLS_LINE = re.compile(r"(?:^|\n\n)_([^\n]+)…_$")
 NO_IMAGES_NOTE = "_(This model cannot see images, so I answered from the text alone.)_"
+# Said once per conversation (TRUNCATION_NOTICE) when MAX_MESSAGES or MAX_CONTEXT_TOKENS first cut its history.
+TRUNCATED_NOTE = "_(Older messages of our conversation were dropped: I keep only the most recent ones.)_"
 STOPPED_NOTE = "I stopped after {steps} rounds of tool calls without reaching an answer. Please try a narrower request."
 
 
@@ -50,12 +60,14 @@ def running_tools(progress_text: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class TurnResult:
-    """`text` is what to post; `messages` what to store; `kept`, when set, the history left after a cut."""
+    """`text` is what to post; `messages` what to store; `kept`, when set, the history left after a cut.
+    `cut`: the history sent was shortened to fit MAX_CONTEXT_TOKENS."""
 
     text: str
     messages: list[ChatMessage]
     model_seconds: float
     kept: list[ChatMessage] | None
+    cut: bool = False
 
 
 class AgentTurn:
@@ -76,6 +88,7 @@ class AgentTurn:
         self._system = [ChatMessage(role="system", text=agent.instructions)] if agent.instructions else []
         self._budget = self._history_budget(prompt)
         self._history = self._fit(history)
+        self._cut = self._budget is not None and len(self._history) < len(well_formed(history))
         self._new = [prompt]
         self._on_text = on_text
         self._approve = approve
@@ -101,7 +114,7 @@ class AgentTurn:
         notes = [note for note, due in ((NO_IMAGES_NOTE, self._images_refused), (DROPPED_NOTE, self._dropped)) if due]
         shown = "\n\n".join([text, *notes]) if notes else text
         kept = self._history if self._dropped else None
-        return TurnResult(shown, [*self._new, answer], self._model_seconds, kept)
+        return TurnResult(shown, [*self._new, answer], self._model_seconds, kept, self._cut)
 
     async def _call(self, tool_choice: ToolChoice | None) -> ModelReply:
         try:

@@ -27,6 +27,7 @@ from core.errors import GatewayError, StoreError, StoreUnavailableError
 from core.gateway import Answer, Gateway
 from core.lease_keeper import LeaseKeeper, LeaseLostError
 from core.logs import turn_context
+from core.platform_context import PlatformHistory, PlatformMessage
 from core.progress import ProgressPump
 from core.store.inbox import Claim, Inbox, Intake, Lease, TurnRecord
 from core.turns import IncomingMessage, Reply
@@ -105,6 +106,7 @@ class Delivery:
         self._sweep_seconds = sweep_seconds or min(5.0, inbox.lease_seconds / 3)
         self._writers: dict[str, WriterFactory] = {}
         self._files: dict[str, FileFetcher] = {}
+        self._histories: dict[str, PlatformHistory] = {}
         self._running: dict[_Key, asyncio.Task[None]] = {}
         # Queued here for want of a slot, oldest first: a slot that frees goes to them, not to a newcomer.
         self._waiting: dict[_Key, None] = {}
@@ -125,12 +127,22 @@ class Delivery:
     def in_flight(self) -> int:
         return len(self._running)
 
-    def serve(self, platform: str, writers: WriterFactory, *, files: FileFetcher | None = None) -> None:
+    def serve(
+        self,
+        platform: str,
+        writers: WriterFactory,
+        *,
+        files: FileFetcher | None = None,
+        history: PlatformHistory | None = None,
+    ) -> None:
         """Answer `platform`'s messages, this process's and those that others left, through `writers`;
-        `files` downloads their attachments."""
+        `files` downloads their attachments; `history` reads the platform's context for a memory that
+        lacks it (CONTEXT_FROM_PLATFORM)."""
         self._writers[platform] = writers
         if files is not None:
             self._files[platform] = files
+        if history is not None:
+            self._histories[platform] = history
         self._wake.set()
 
     async def receive(self, incoming: IncomingMessage) -> Received:
@@ -383,12 +395,17 @@ class Delivery:
             approve = self._gateway.approvals.hook(claim.lease, incoming.user_id, writer)
             answer = await self._gateway.answer(
                 incoming, claim.history, hits=claim.record.hits, on_text=pump.update, approve=approve,
-                working=writer.working, files=self._files.get(incoming.platform),
+                working=writer.working, files=self._files.get(incoming.platform), context=self._context(claim),
             )  # fmt: skip
             answered.set()
             return answer
         finally:
             await pump.close()
+
+    def _context(self, claim: Claim) -> _Context | None:
+        platform = claim.lease.namespace
+        history = self._histories.get(platform) if platform is not None else None
+        return _Context(history, self._inbox, claim.lease) if history is not None else None
 
     def _progress(self, writer: ReplyWriter, claim: Claim, answered: asyncio.Event) -> Callable[[str], Awaitable[None]]:
         noted = False
@@ -416,7 +433,9 @@ class Delivery:
         """
         while True:
             try:
-                write = self._inbox.commit(keeper.lease, answer.messages, record, clear=answer.clear)
+                write = self._inbox.commit(
+                    keeper.lease, answer.messages, record, clear=answer.clear, reset=answer.reset
+                )
                 return await asyncio.shield(write)
             except StoreUnavailableError as exc:
                 if keeper.expired:
@@ -457,3 +476,21 @@ class Delivery:
         self._metrics.turns.labels(platform, kind).inc()
         self._metrics.turn_seconds.labels(platform).observe(seconds)
         log.info("turn %s", kind, extra={"outcome": kind, "resumed": resumed, "total_ms": round(seconds * 1000, 2)})
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """The platform's history of a turn's conversation, never older than its last reset."""
+
+    history: PlatformHistory
+    inbox: Inbox
+    lease: Lease
+
+    async def read(self, incoming: IncomingMessage, *, limit: int) -> list[PlatformMessage]:
+        after = await self.inbox.reset_watermark(self.lease.namespace, self.lease.thread_id)
+        found = await self.history.read(incoming, after=after, limit=limit)
+        return [
+            m for m in found
+            if (after is None or m.sent_at > after)  # whatever the port did with `after`
+            and not (m.kind == "self" and m.text.strip() == FAILURE_NOTICE)
+        ]  # fmt: skip

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     max_messages: int = Field(50, ge=0, description="Messages kept per conversation; 0 = unlimited")
     thread_ttl_seconds: int = Field(604800, ge=0, description="Idle conversations expire after this; 0 = never")
     memory_scope: MemoryScope = Field("user_channel", description="user_channel, channel or thread")
+    context_from_platform: bool = Field(
+        True, description="Seed an empty memory once from the platform's history (thread, DM, reply chain)"
+    )
+    truncation_notice: bool = Field(
+        True, description="Say once per conversation, in the reply, that older messages were dropped"
+    )
 
     # Model
     openai_api_key: SecretStr | None = Field(None, description="API key; with no key and no base URL: offline model")

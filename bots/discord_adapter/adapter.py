@@ -34,6 +34,7 @@ from bots.discord_adapter.client import (
 )
 from bots.discord_adapter.endpoints import pointed_at
 from bots.discord_adapter.files import DiscordFiles
+from bots.discord_adapter.history import DiscordHistory
 from bots.discord_adapter.incoming import (
     PLATFORM,
     AnswerPolicy,
@@ -173,8 +174,8 @@ class DiscordAdapter:
         remember = self._flags if self._settings.discord_auto_thread else None  # only auto-threads read them
         self._delivery.serve(
             PLATFORM, DiscordWriters(client, flags=remember, ttl_seconds=self._settings.store_ttl_seconds),
-            files=files,
-        )
+            files=files, history=DiscordHistory(client),
+        )  # fmt: skip
         try:
             await client.connect()
         except discord.PrivilegedIntentsRequired:

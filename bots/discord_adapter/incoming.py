@@ -137,6 +137,9 @@ class AnswerPolicy:
         if self._opens_thread(trigger, channel, text):
             conversation = thread_ref = str(message.id)  # the ID of the thread the writer opens on this message
             metadata["open_thread"] = thread_name(text, f"Chat with {message.author.display_name}")
+        metadata["sent_at"] = repr(message.created_at.timestamp())  # the reset watermark compares with it
+        if message.reference is not None and message.reference.message_id is not None:
+            metadata["reference_id"] = str(message.reference.message_id)  # a reply chain to read for context
         return IncomingMessage(
             platform=PLATFORM,
             event_id=str(message.id),
@@ -177,6 +180,7 @@ def command_incoming(interaction: discord.Interaction, text: str) -> IncomingMes
     metadata = _place("slash", channel_id, interaction.guild_id)
     metadata["application_id"] = str(interaction.application_id)
     metadata["interaction_token"] = interaction.token
+    metadata["sent_at"] = repr(interaction.created_at.timestamp())
     return IncomingMessage(
         platform=PLATFORM,
         event_id=str(interaction.id),

@@ -36,11 +36,12 @@ from bots.slack.access import SlackAccess, parse_channel_ids
 from bots.slack.approvals import ApprovalClicks
 from bots.slack.assistant import AssistantThreads
 from bots.slack.files import SlackFiles
+from bots.slack.history import SlackHistory
 from bots.slack.http_server import HttpLimits, LimitedHttpServer
 from bots.slack.incoming import PLATFORM
-from bots.slack.listeners import SlackListeners, SlackWriters
+from bots.slack.listeners import NOT_HERE, NOT_STORED, SlackListeners, SlackWriters
 from bots.slack.writer import error_code
-from core.delivery import Delivery, OutcomeHook
+from core.delivery import FAILURE_NOTICE, Delivery, OutcomeHook
 from core.errors import ConfigError
 from core.gateway import Gateway
 from core.settings import Settings
@@ -171,6 +172,7 @@ class SlackAdapter:
             client=self.client, progress_client=progress_client, flags=gateway.backend,
             thread_ttl_seconds=settings.store_ttl_seconds, allow_user_mentions=settings.slack_allow_user_mentions,
         )  # fmt: skip
+        self._history = SlackHistory(self.client, notices=frozenset({FAILURE_NOTICE, NOT_HERE, NOT_STORED}))
         access = SlackAccess(
             self.client, channel_ids=parse_channel_ids(settings.slack_channel_ids), dm_policy=settings.slack_dm_policy
         )
@@ -214,7 +216,7 @@ class SlackAdapter:
             self.client.session = self._progress_client.session = session
             await self._check_bot_token()
             files = SlackFiles(session, self.client, token=self._bot_token, api_url=self._base_url)
-            self._delivery.serve(PLATFORM, self._writers, files=files)
+            self._delivery.serve(PLATFORM, self._writers, files=files, history=self._history)
             try:
                 if self.mode == "socket":
                     await self._serve_socket_mode()
@@ -233,6 +235,7 @@ class SlackAdapter:
             raise ConfigError(
                 f"SLACK_BOT_TOKEN was rejected by Slack ({error_code(exc)}): set the app's current xoxb- token"
             ) from None
+        self._history.identify(identity.get("user_id"), identity.get("bot_id"))
         log.info(
             "slack bot identified",
             extra={"platform": PLATFORM, "team_id": identity.get("team_id"), "bot_user_id": identity.get("user_id")},

@@ -22,6 +22,7 @@ from core.attachments import FileFetcher
 from core.delivery import Delivery, ReplyWriter, WriterFactory
 from core.gateway import Gateway
 from core.llm import OpenAIChatModel
+from core.platform_context import PlatformHistory
 from core.settings import Settings
 from core.store import open_backend
 from core.store.approvals import ApprovalRecord
@@ -163,8 +164,18 @@ class RecordingDelivery(Delivery):
         self.received.put_nowait((incoming, outcome))
         return outcome
 
-    def serve(self, platform: str, writers: WriterFactory, *, files: FileFetcher | None = None) -> None:
-        super().serve(platform, lambda incoming: RecordedWriter(writers(incoming), incoming, self.replies), files=files)
+    def serve(
+        self,
+        platform: str,
+        writers: WriterFactory,
+        *,
+        files: FileFetcher | None = None,
+        history: PlatformHistory | None = None,
+    ) -> None:
+        def recorded(incoming: IncomingMessage) -> ReplyWriter:
+            return RecordedWriter(writers(incoming), incoming, self.replies)
+
+        super().serve(platform, recorded, files=files, history=history)
 
     async def next_received(self, timeout: float = WAIT_SECONDS) -> tuple[IncomingMessage, str]:
         return await asyncio.wait_for(self.received.get(), timeout)

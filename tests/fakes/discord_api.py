@@ -977,6 +977,19 @@ class FakeDiscord:
         await self._flush()
         return int(message["id"])
 
+    def add_message(
+        self, channel_id: int, author_id: int, content: str, *, reference: int | None = None, bot: bool = False
+    ) -> int:
+        """Put a message in a channel's history without dispatching it (written before the bot was there, or
+        while it was away); ``reference`` makes it a reply to that message. Returns its id."""
+        channel = self._require_known_channel(channel_id)
+        author = self._ensure_user(author_id)
+        message = self._user_message_json(channel, author, content, bot, ())
+        if reference is not None:
+            self._attach_reference(message, channel, channel.guild_id, reference)
+        self._store_message(message, channel)
+        return int(message["id"])
+
     async def send_interaction(
         self,
         name: str,

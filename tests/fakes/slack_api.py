@@ -208,6 +208,7 @@ class Message:
     streamed: bool = False  # built by the stream methods, so stop-blocks render under the text
     edited_ts: str | None = None
     deleted: bool = False
+    bot_name: str | None = None  # another app's bot: the name its bot_profile carries
 
     @property
     def visible_text(self) -> str:
@@ -973,14 +974,18 @@ class FakeSlack:
         thread_ts: str | None = None,
         blocks: list[JsonDict] | None = None,
         metadata: JsonDict | None = None,
+        bot_id: str | None = None,
+        bot_name: str | None = None,
     ) -> Message:
         """Seed a message, e.g. thread history for conversations.replies.
 
         With ``user=slack.bot_user_id`` it is one of the bot's own posts (carrying ``bot_id``), such
-        as a reply an earlier process posted before it stopped; ``metadata`` is stored as given.
+        as a reply an earlier process posted before it stopped; ``metadata`` is stored as given. With
+        ``bot_id`` (and ``bot_name``) it is another app's bot message.
         """
         message = Message(channel, ts or next_ts(), text, user, thread_ts=thread_ts, blocks=blocks or [])
-        message.bot_id = self.bot_id if user == self.bot_user_id else None
+        message.bot_id = bot_id or (self.bot_id if user == self.bot_user_id else None)
+        message.bot_name = bot_name
         message.metadata = copy.deepcopy(metadata) if metadata else None
         self._channels[channel][message.ts] = message
         return message
@@ -1339,8 +1344,11 @@ class FakeSlack:
             "ts": message.ts,
             "team": self.team_id,
         }
-        if message.bot_id:
+        if message.bot_id == self.bot_id:
             payload.update(bot_id=message.bot_id, app_id=self.app_id, bot_profile=self._bot_profile())
+        elif message.bot_id:
+            profile = {"id": message.bot_id, "name": message.bot_name or "otherbot", "team_id": self.team_id}
+            payload.update(bot_id=message.bot_id, app_id=f"A{message.bot_id}", bot_profile=profile)
         if message.blocks:
             payload["blocks"] = message.blocks
         if message.metadata:
