@@ -340,6 +340,10 @@ async def _clear(backend: MemoryBackend, ref: ThreadRef, settings: Settings, *, 
         print(f"  deleted {key}")
     if cleared.index is not None:
         print(f"  removed {ref.thread_id} from {cleared.index}")
+    # As a `reset` would: platform context from before now is never seeded into this conversation again.
+    inbox = backend.inbox(lease_seconds=settings.lock_timeout_seconds, keep_seconds=settings.dedupe_ttl_seconds)
+    await inbox.mark_reset(ref.namespace, ref.thread_id)
+    print("  kept a reset watermark: platform messages from before now are never seeded into it")
 
 
 async def check(settings: Settings) -> int:

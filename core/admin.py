@@ -56,10 +56,13 @@ def target_user(arg: str) -> str | None:
 class AdminCommands:
     """Runs one admin command of one channel on the process's backend."""
 
-    def __init__(self, backend: MemoryBackend, admin_ids: frozenset[str], *, lease_seconds: float) -> None:
+    def __init__(
+        self, backend: MemoryBackend, admin_ids: frozenset[str], *, lease_seconds: float, keep_seconds: int
+    ) -> None:
         self._backend = backend
         self._admins = admin_ids
         self._lease_seconds = lease_seconds
+        self._keep_seconds = keep_seconds
 
     def command(self, incoming: IncomingMessage) -> AdminCommand | None:
         """The admin command in `incoming` when an admin (a person, never a bot) wrote one."""
@@ -106,6 +109,9 @@ class AdminCommands:
         cleared = await self._backend.clear_conversation(ref, lease_seconds=self._lease_seconds)
         if cleared.busy_seconds is not None:
             return f"I'm answering `{user}` right now; try `admin reset` again in a few seconds.", False
+        # As a `reset` would: platform context from before now is never seeded into it again.
+        inbox = self._backend.inbox(lease_seconds=self._lease_seconds, keep_seconds=self._keep_seconds)
+        await inbox.mark_reset(incoming.platform, target)
         log.info("conversation reset by an admin", extra={"admin": incoming.user_id, "cleared_thread": target})
         count = cleared.messages
         if not count and not cleared.keys:

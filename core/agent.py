@@ -40,13 +40,15 @@ class AgentResponse:
     """`text` answers; `messages` are what the turn adds to the history (prompt, tool exchange, answer).
 
     `kept` is set when the model refused the history for its length and only that part of it was sent:
-    the caller then replaces the stored history with `kept` + `messages`.
+    the caller then replaces the stored history with `kept` + `messages`. `cut`: the history sent was
+    shortened to fit `max_context_tokens`.
     """
 
     text: str
     messages: list[ChatMessage]
     model_seconds: float = 0.0
     kept: list[ChatMessage] | None = None
+    cut: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +137,7 @@ class Agent:
         """
         turn = AgentTurn(self, history, prompt, on_text=on_text, approve=approve, options=options)
         result = await turn.run()
-        return AgentResponse(result.text, result.messages, result.model_seconds, result.kept)
+        return AgentResponse(result.text, result.messages, result.model_seconds, result.kept, result.cut)
 
     def get_new_thread(self) -> AgentThread:
         factory = self.chat_message_store_factory

@@ -1,7 +1,8 @@
 """The one delivery path: inbox -> lease -> answer -> commit -> post -> delivered, for every platform.
 
 Adapters hand a message to `receive` (it is durable when that returns: only then may the platform be
-acknowledged) and give `serve` a factory of `ReplyWriter`s; everything else is here: turns in flight
+acknowledged) and give `serve` a factory of `ReplyWriter`s (and a `FileFetcher` for the files of their
+messages, which are downloaded only once the turn runs); everything else is here: turns in flight
 per process (MAX_CONCURRENT_TURNS; the rest wait in the inbox), the lease kept while a turn runs,
 progress off the critical path, the fenced commit, the post, the failure notice, resuming what dead
 processes left, and the shutdown drain. A message is answered once: its reply is stored with its
@@ -21,10 +22,12 @@ from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 from uuid import uuid4
 
+from core.attachments import FileFetcher
 from core.errors import GatewayError, StoreError, StoreUnavailableError
 from core.gateway import Answer, Gateway
 from core.lease_keeper import LeaseKeeper, LeaseLostError
 from core.logs import turn_context
+from core.platform_context import PlatformHistory, PlatformMessage
 from core.progress import ProgressPump
 from core.store.inbox import Claim, Inbox, Intake, Lease, TurnRecord
 from core.turns import IncomingMessage, Reply
@@ -102,6 +105,8 @@ class Delivery:
         self._interval = progress_interval_seconds
         self._sweep_seconds = sweep_seconds or min(5.0, inbox.lease_seconds / 3)
         self._writers: dict[str, WriterFactory] = {}
+        self._files: dict[str, FileFetcher] = {}
+        self._histories: dict[str, PlatformHistory] = {}
         self._running: dict[_Key, asyncio.Task[None]] = {}
         # Queued here for want of a slot, oldest first: a slot that frees goes to them, not to a newcomer.
         self._waiting: dict[_Key, None] = {}
@@ -122,9 +127,22 @@ class Delivery:
     def in_flight(self) -> int:
         return len(self._running)
 
-    def serve(self, platform: str, writers: WriterFactory) -> None:
-        """Answer `platform`'s messages, this process's and those that others left, through `writers`."""
+    def serve(
+        self,
+        platform: str,
+        writers: WriterFactory,
+        *,
+        files: FileFetcher | None = None,
+        history: PlatformHistory | None = None,
+    ) -> None:
+        """Answer `platform`'s messages, this process's and those that others left, through `writers`;
+        `files` downloads their attachments; `history` reads the platform's context for a memory that
+        lacks it (CONTEXT_FROM_PLATFORM)."""
         self._writers[platform] = writers
+        if files is not None:
+            self._files[platform] = files
+        if history is not None:
+            self._histories[platform] = history
         self._wake.set()
 
     async def receive(self, incoming: IncomingMessage) -> Received:
@@ -133,7 +151,7 @@ class Delivery:
         Raises:
             StoreError: the message could not be stored: do not acknowledge it, let the platform retry.
         """
-        if not incoming.text.strip():
+        if not incoming.text.strip() and not incoming.attachments:
             return "ignored"
         resolved = self._gateway.resolve(incoming)
         if not self._gateway.admits(incoming, resolved):  # `respond: never`, or a sender its allow/deny refuses
@@ -382,12 +400,17 @@ class Delivery:
             approve = self._gateway.approvals.hook(claim.lease, incoming.user_id, writer)
             answer = await self._gateway.answer(
                 incoming, claim.history, hits=claim.record.hits, on_text=pump.update, approve=approve,
-                working=writer.working,
+                working=writer.working, files=self._files.get(incoming.platform), context=self._context(claim),
             )  # fmt: skip
             answered.set()
             return answer
         finally:
             await pump.close()
+
+    def _context(self, claim: Claim) -> _Context | None:
+        platform = claim.lease.namespace
+        history = self._histories.get(platform) if platform is not None else None
+        return _Context(history, self._inbox, claim.lease) if history is not None else None
 
     def _progress(self, writer: ReplyWriter, claim: Claim, answered: asyncio.Event) -> Callable[[str], Awaitable[None]]:
         noted = False
@@ -416,8 +439,8 @@ class Delivery:
         while True:
             try:
                 write = self._inbox.commit(
-                    keeper.lease, answer.messages, record, clear=answer.clear, max_messages=answer.max_messages,
-                    ttl_seconds=answer.ttl_seconds,
+                    keeper.lease, answer.messages, record, clear=answer.clear, reset=answer.reset,
+                    max_messages=answer.max_messages, ttl_seconds=answer.ttl_seconds,
                 )  # fmt: skip
                 return await asyncio.shield(write)
             except StoreUnavailableError as exc:
@@ -459,3 +482,21 @@ class Delivery:
         self._metrics.turns.labels(platform, kind).inc()
         self._metrics.turn_seconds.labels(platform).observe(seconds)
         log.info("turn %s", kind, extra={"outcome": kind, "resumed": resumed, "total_ms": round(seconds * 1000, 2)})
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """The platform's history of a turn's conversation, never older than its last reset."""
+
+    history: PlatformHistory
+    inbox: Inbox
+    lease: Lease
+
+    async def read(self, incoming: IncomingMessage, *, limit: int) -> list[PlatformMessage]:
+        after = await self.inbox.reset_watermark(self.lease.namespace, self.lease.thread_id)
+        found = await self.history.read(incoming, after=after, limit=limit)
+        return [
+            m for m in found
+            if (after is None or m.sent_at > after)  # whatever the port did with `after`
+            and not (m.kind == "self" and m.text.strip() == FAILURE_NOTICE)
+        ]  # fmt: skip

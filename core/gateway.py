@@ -11,17 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 
 from core.admin import AdminCommands
-from core.agent import Agent, ChatModel
+from core.agent import Agent, AgentResponse, ChatModel
 from core.approvals import Approvals
+from core.attachments import FileFetcher
 from core.commands import Command, describe_duration, help_text, parse_command
 from core.errors import GatewayError, ModelTimeoutError
+from core.file_input import FileInput, FileLimits, read_files
 from core.messages import ChatMessage
 from core.metrics import Metrics
+from core.platform_context import THREAD_REF, ContextSource, Seed, lacks_context, note_truncation, seed_messages
 from core.profile_rules import Place, Profiles, Resolved
 from core.settings import Settings
 from core.store.base import MemoryBackend
@@ -34,18 +38,22 @@ __all__ = ["Answer", "Gateway", "ProgressCallback"]
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str], Awaitable[None]]
+_SEED_LIMIT = 200  # platform messages seeded at most when MAX_MESSAGES=0 (unlimited)
+_SEED_READ_SECONDS = 15.0  # the SDKs retry rate limits within this; past it the turn goes on unseeded
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A turn's outcome: the reply to post and what the commit stores (`clear` empties the history first).
-    `max_messages` and `ttl_seconds` are the conversation's limits for the commit (its profile's; None: the
-    store's own), in the settings' terms: 0 keeps every message, or never expires."""
+    """A turn's outcome: the reply to post and what the commit stores (`clear` empties the history first;
+    `reset`, when the reset was sent: no platform context from before it is ever seeded). `max_messages` and
+    `ttl_seconds` are the conversation's limits for the commit (its profile's; None: the store's own), in the
+    settings' terms: 0 keeps every message, or never expires."""
 
     reply: Reply
     messages: list[ChatMessage] = field(default_factory=list)
     clear: bool = False
     model_seconds: float = 0.0
+    reset: float | None = None
     max_messages: int | None = None
     ttl_seconds: int | None = None
 
@@ -67,7 +75,10 @@ class Gateway:
         self._settings = settings
         self._backend = backend
         self.profiles = profiles or Profiles(settings)
-        self.admin = AdminCommands(backend, settings.admin_ids, lease_seconds=settings.lock_timeout_seconds)
+        self.admin = AdminCommands(
+            backend, settings.admin_ids, lease_seconds=settings.lock_timeout_seconds,
+            keep_seconds=settings.dedupe_ttl_seconds,
+        )  # fmt: skip
         self.metrics = metrics or Metrics()
         self.tools = tools
         self.approvals = approvals or Approvals(
@@ -124,13 +135,17 @@ class Gateway:
         on_text: ProgressCallback | None = None,
         approve: Approver | None = None,
         working: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+        files: FileFetcher | None = None,
+        context: ContextSource | None = None,
     ) -> Answer:
         """The answer to `incoming` after `history`; `hits` is the sender's count in the rate window.
 
         Limits come first, commands included; only a message that passes them enters `working()` (the
         platform's "working on it" indicator), so a refused one costs the platform at most its one notice.
         `approve` is asked before each call of a tool that needs a person's approval (the delivery layer
-        posts the prompt and waits for the click); without it, such calls are not run.
+        posts the prompt and waits for the click); without it, such calls are not run. `files` downloads
+        the message's attachments (the platform adapter's); `context` reads the platform's history when
+        the memory lacks it (CONTEXT_FROM_PLATFORM, core.platform_context).
         """
         resolved = self.resolve(incoming)  # the whole turn keeps this, whatever a reload brings meanwhile
         thread_id = self.thread_id(incoming, resolved)
@@ -144,7 +159,9 @@ class Gateway:
         if resolved.max_messages and len(history) > resolved.max_messages:
             history = history[-resolved.max_messages :]  # with profiles the inbox reads whole histories
         async with working() if working is not None else contextlib.nullcontext():
-            answer = await self._answer(incoming, history, thread_id, on_text, approve=approve, resolved=resolved)
+            answer = await self._answer(
+                incoming, history, thread_id, on_text, approve=approve, resolved=resolved, files=files, context=context
+            )
         return _limited(answer, resolved)
 
     async def _answer(
@@ -156,20 +173,35 @@ class Gateway:
         *,
         approve: Approver | None,
         resolved: Resolved,
+        files: FileFetcher | None = None,
+        context: ContextSource | None = None,
     ) -> Answer:
         admin = self.admin.command(incoming)
         if admin is not None:
             text, clear = await self.admin.run(admin, incoming, thread_id, resolved.memory_scope)
-            return Answer(Reply(text, kind="command", thread_id=thread_id), clear=clear)
-        command = parse_command(incoming.text)
+            reply = Reply(text, kind="command", thread_id=thread_id)
+            return Answer(reply, clear=clear, reset=_sent_at(incoming) if clear else None)
+        command = parse_command(incoming.text) if not incoming.attachments else None
         if command is not None:
             text, clear = await self._run_command(command, incoming, thread_id, history, resolved)
-            return Answer(Reply(text, kind="command", thread_id=thread_id), clear=clear)
+            reply = Reply(text, kind="command", thread_id=thread_id)
+            return Answer(reply, clear=clear, reset=_sent_at(incoming) if command == "reset" else None)
         log.debug("message text: %s", incoming.text)
+        read = await self._read_files(incoming, files)
+        if read.notes and not read.read and not incoming.text.strip():  # nothing at all for the model
+            return Answer(Reply(read.with_notes(""), kind="limit", thread_id=thread_id))
+        metadata: dict[str, object] = {"from_bot": True} if incoming.from_bot else {}
+        if read.references:
+            metadata["attachments"] = read.references
+        if incoming.thread_ref:
+            metadata[THREAD_REF] = incoming.thread_ref
+        text = "\n\n".join(part for part in (incoming.text, read.text) if part)
         prompt = ChatMessage(
-            role="user", text=incoming.text, author_id=incoming.user_id,
-            metadata={"from_bot": True} if incoming.from_bot else {},
-        )  # fmt: skip
+            role="user", text=text, author_id=incoming.user_id, metadata=metadata, images=tuple(read.images)
+        )
+        seed = await self._seed(incoming, history, context)
+        if seed.messages:
+            history = [*history, *seed.messages]
         seconds = self._settings.turn_timeout_seconds
         try:
             # Each model call has MODEL_TIMEOUT_SECONDS (in the agent); this bounds all calls and tool
@@ -186,11 +218,50 @@ class Gateway:
         except GatewayError as exc:
             return self._failed(incoming, thread_id, exc)
         self.metrics.model_seconds.labels(incoming.platform).observe(response.model_seconds)
-        reply = Reply(response.text, kind="answer", thread_id=thread_id)
+        text, messages = self._noted(response, history, seed, resolved.max_messages or None)
+        reply = Reply(read.with_notes(text), kind="answer", thread_id=thread_id)
         if response.kept is not None:  # the model refused the older history: forget it for good
-            messages = [*response.kept, *response.messages]
+            messages = [*response.kept, *messages]
             return Answer(reply, messages=messages, clear=True, model_seconds=response.model_seconds)
-        return Answer(reply, messages=response.messages, model_seconds=response.model_seconds)
+        return Answer(reply, messages=[*seed.messages, *messages], model_seconds=response.model_seconds)
+
+    async def _seed(
+        self, incoming: IncomingMessage, history: Sequence[ChatMessage], context: ContextSource | None
+    ) -> Seed:
+        """The platform's history of this conversation when the memory lacks it; empty on any failure."""
+        if context is None or not self._settings.context_from_platform or not lacks_context(incoming, history):
+            return Seed([])
+        limit = self._settings.store_max_messages or _SEED_LIMIT
+        try:
+            async with asyncio.timeout(_SEED_READ_SECONDS):
+                found = await context.read(incoming, limit=limit + 1)  # one more: were any left out?
+        except Exception as exc:  # a failed read is no context, never a failed turn
+            log.warning("platform context not read, answering without it: %s: %s", type(exc).__name__, exc,
+                        extra={"outcome": "no_seed"})  # fmt: skip
+            return Seed([])
+        seed = seed_messages(
+            found, limit=limit, budget_tokens=self._settings.context_tokens, agent_name=self.agent.name,
+            metadata={THREAD_REF: incoming.thread_ref} if incoming.thread_ref else None,
+        )  # fmt: skip
+        log.info("platform context seeded", extra={"messages": len(seed.messages), "read": len(found)})
+        return seed
+
+    def _noted(
+        self, response: AgentResponse, history: Sequence[ChatMessage], seed: Seed, cap: int | None
+    ) -> tuple[str, list[ChatMessage]]:
+        """The reply and the turn's messages, noting the first cut of the history (core.platform_context);
+        `cap` is the conversation's max_messages (its profile's), None: no cap."""
+        trimmed = cap is not None and len(history) + len(response.messages) > cap
+        cut = seed.cut or response.cut or trimmed or response.kept is not None
+        notice = self._settings.truncation_notice and response.kept is None  # DROPPED_NOTE says it already
+        return note_truncation(response.text, response.messages, history, cut=cut, notice=notice)
+
+    async def _read_files(self, incoming: IncomingMessage, files: FileFetcher | None) -> FileInput:
+        if not incoming.attachments:
+            return FileInput()
+        settings = self._settings
+        limits = FileLimits(settings.max_attachment_bytes, settings.max_attachments, settings.max_attachment_chars)
+        return await read_files(incoming.attachments, files, limits)
 
     def _failed(self, incoming: IncomingMessage, thread_id: str, exc: GatewayError) -> Answer:
         self.metrics.model_errors.labels(incoming.platform).inc()
@@ -275,6 +346,14 @@ class Gateway:
 def _limited(answer: Answer, resolved: Resolved) -> Answer:
     """`answer` with its conversation's limits for the commit (its profile's, or the environment's)."""
     return replace(answer, max_messages=resolved.max_messages, ttl_seconds=resolved.ttl_seconds)
+
+
+def _sent_at(incoming: IncomingMessage) -> float:
+    """When the platform says `incoming` was sent (adapters set metadata `sent_at`), else now."""
+    try:
+        return float(incoming.metadata["sent_at"])
+    except (KeyError, ValueError):
+        return time.time()
 
 
 def _bot_streak(history: Sequence[ChatMessage]) -> int:

@@ -96,4 +96,7 @@ def openai_client(fake: FakeOpenAI, *, max_retries: int = 0, timeout: float = 5.
 
 
 def make_settings(**overrides: Any) -> Settings:
+    # Context from the platform is on by default, but a test that wants the platform's history read into
+    # an empty memory says so: otherwise every test of a first message would depend on what the fake holds.
+    overrides.setdefault("context_from_platform", False)
     return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]

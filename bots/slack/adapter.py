@@ -34,12 +34,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.access import SlackAccess, parse_channel_ids
 from bots.slack.approvals import ApprovalClicks
+from bots.slack.assistant import AssistantThreads
 from bots.slack.channel_names import ChannelNames
+from bots.slack.files import SlackFiles
+from bots.slack.history import SlackHistory
 from bots.slack.http_server import HttpLimits, LimitedHttpServer
 from bots.slack.incoming import PLATFORM
-from bots.slack.listeners import SlackListeners, SlackWriters
+from bots.slack.listeners import NOT_HERE, NOT_STORED, SlackListeners, SlackWriters
 from bots.slack.writer import error_code
-from core.delivery import Delivery, OutcomeHook
+from core.delivery import FAILURE_NOTICE, Delivery, OutcomeHook
 from core.errors import ConfigError
 from core.gateway import Gateway
 from core.settings import Settings
@@ -146,6 +149,7 @@ class SlackAdapter:
         self._port = settings.port
         self._delivery = delivery
         base_url = api_base_url(settings.slack_api_url)
+        self._bot_token, self._base_url = bot_token, base_url
         self.client = AsyncWebClient(
             token=bot_token,
             base_url=base_url,
@@ -169,6 +173,7 @@ class SlackAdapter:
             client=self.client, progress_client=progress_client, flags=gateway.backend,
             thread_ttl_seconds=settings.store_ttl_seconds, allow_user_mentions=settings.slack_allow_user_mentions,
         )  # fmt: skip
+        self._history = SlackHistory(self.client, notices=frozenset({FAILURE_NOTICE, NOT_HERE, NOT_STORED}))
         names = ChannelNames(self.client)
 
         async def channel_name(channel: str) -> str | None:
@@ -180,6 +185,7 @@ class SlackAdapter:
         SlackListeners(
             delivery=delivery, writers=self._writers, flags=gateway.backend, allow_bots=settings.slack_allow_bots,
             access=access, on_outcome=on_outcome, approvals=ApprovalClicks(gateway.approvals, self.client),
+            assistant=AssistantThreads(client=self.client, prompts=settings.suggested_prompts, access=access),
             respond=lambda incoming: gateway.resolve(incoming).respond, channel_name=channel_name,
         ).register(self.app)  # fmt: skip
         self._socket: AsyncSocketModeHandler | None = None
@@ -216,7 +222,8 @@ class SlackAdapter:
         async with aiohttp.ClientSession() as session:
             self.client.session = self._progress_client.session = session
             await self._check_bot_token()
-            self._delivery.serve(PLATFORM, self._writers)
+            files = SlackFiles(session, self.client, token=self._bot_token, api_url=self._base_url)
+            self._delivery.serve(PLATFORM, self._writers, files=files, history=self._history)
             try:
                 if self.mode == "socket":
                     await self._serve_socket_mode()
@@ -235,6 +242,7 @@ class SlackAdapter:
             raise ConfigError(
                 f"SLACK_BOT_TOKEN was rejected by Slack ({error_code(exc)}): set the app's current xoxb- token"
             ) from None
+        self._history.identify(identity.get("user_id"), identity.get("bot_id"))
         log.info(
             "slack bot identified",
             extra={"platform": PLATFORM, "team_id": identity.get("team_id"), "bot_user_id": identity.get("user_id")},

@@ -21,6 +21,7 @@ from __future__ import annotations
 __all__ = [
     "PLATFORM",
     "SlackMessage",
+    "clean_text",
     "conversation_id",
     "message_from_command",
     "message_from_event",
@@ -35,6 +36,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote
 
+from bots.slack.files import attachments_of
 from core.turns import IncomingMessage
 
 PLATFORM = "slack"
@@ -92,7 +94,7 @@ def thread_flags(thread_id: str) -> list[str]:
     return [thread_flag(team, channel, thread_ts) if dash else thread_flag("", conversation, thread_ts)]
 
 
-def _clean_text(text: str, bot_user_id: str | None) -> str:
+def clean_text(text: str, bot_user_id: str | None) -> str:
     if bot_user_id:
         text = re.sub(rf"[ \t]?<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", "", text)
     # Slack escapes exactly these three in message text; "&amp;" last, so "&amp;lt;" stays "&lt;".
@@ -131,15 +133,19 @@ def message_from_event(
         event_id=str(body.get("event_id") or f"{team}:{channel}:{ts}"),
         user_id=str(user),
         channel_id=conversation_id(team, str(channel)),
-        text=_clean_text(str(event.get("text") or ""), bot_user_id),
+        text=clean_text(str(event.get("text") or ""), bot_user_id),
         thread_ref=thread_ts or (None if is_dm else ts),
         turn_key=f"{team}:{channel}:{ts}",
         from_bot=bool(event.get("bot_id")) or event.get("subtype") == "bot_message",
+        attachments=attachments_of(event),
         # Everything a writer needs, in whichever process answers: the inbox keeps it with the message.
         metadata={
             "team_id": team, "channel": str(channel), "ts": str(ts), "reply_thread_ts": reply_thread_ts or "",
             "user_team_id": str(event.get("team") or team), "is_dm": "1" if is_dm else "",
             "mention": "1" if is_mention else "",
+            # Inside a platform thread that began before this message: its context is on Slack (history.py).
+            "thread_ts": str(thread_ts or ""), "joins_thread": "1" if thread_ts and thread_ts != ts else "",
+            "sent_at": str(ts),  # Slack's ts is the epoch time it was sent: the reset watermark compares with it
         },
     )  # fmt: skip
     message = slack_message(incoming)

@@ -16,9 +16,13 @@ from typing import Any, Literal, Protocol
 
 from core.messages import ChatMessage
 
-__all__ = ["Claim", "Inbox", "Intake", "Lease", "TurnRecord", "TurnState"]
+__all__ = ["RESET_WATERMARK_SECONDS", "Claim", "Inbox", "Intake", "Lease", "TurnRecord", "TurnState"]
 
 TurnState = Literal["received", "answered", "delivered"]
+# How long a reset's watermark outlives it (or the memory's TTL, if longer; never expiring without a TTL): the
+# platform context seeded after a reset never reaches back before it. 90 days: as far back as Slack's free plan
+# shows history at all, and far beyond any memory that expired meanwhile.
+RESET_WATERMARK_SECONDS = 90 * 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,12 +132,28 @@ class Inbox(Protocol):
         ...
 
     async def commit(
-        self, lease: Lease, messages: Sequence[ChatMessage], record: TurnRecord, *, clear: bool = False,
-        max_messages: int | None = None, ttl_seconds: int | None = None,
-    ) -> bool:  # fmt: skip
+        self,
+        lease: Lease,
+        messages: Sequence[ChatMessage],
+        record: TurnRecord,
+        *,
+        clear: bool = False,
+        reset: float | None = None,
+        max_messages: int | None = None,
+        ttl_seconds: int | None = None,
+    ) -> bool:
         """Store the turn's messages and its answered `record` in one atomic step, only while `lease` holds.
-        With `clear`, the history is emptied first (a reset). False: fenced, nothing was written.
+        With `clear`, the history is emptied first; with `reset` (when the reset was sent, epoch seconds) too,
+        and the conversation's reset watermark becomes `reset`. False: fenced, nothing was written.
         `max_messages`, `ttl_seconds`: this conversation's (its profile's; 0: no cap, no expiry); None: the inbox's."""
+        ...
+
+    async def reset_watermark(self, namespace: str | None, thread_id: str) -> float | None:
+        """When the conversation was last reset (epoch seconds), if it was within RESET_WATERMARK_SECONDS."""
+        ...
+
+    async def mark_reset(self, namespace: str | None, thread_id: str) -> None:
+        """Set the reset watermark to now, outside any turn (an operator's `threads clear`)."""
         ...
 
     async def note_posted(self, lease: Lease, record: TurnRecord) -> bool:

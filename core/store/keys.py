@@ -10,6 +10,8 @@ Thread IDs never hold `{` or `}` (core.threads escapes them), so the tag always 
     <prefix>:<ns>:{<thread_id>}:turns      HASH message key -> the turn's record (state, reply, what was posted)
     <prefix>:<ns>:{<thread_id>}:seen       ZSET message key -> arrival (ms): records older than the dedupe TTL go
     <prefix>:<ns>:{<thread_id>}:rate       HASH user -> hits in the current window (per-conversation rate limit)
+    <prefix>:<ns>:{<thread_id>}:reset      STRING epoch seconds of the last `reset`: platform context older than it
+                                           is never seeded (outlives the history: RESET_WATERMARK_SECONDS)
     <prefix>:<ns>:inboxes                  ZSET thread ID -> when to look at its inbox again (ms): recovery's index
     <prefix>:<ns>:approval:{<approval_id>} HASH one pending or decided approval (state, who decided, ran)
     <prefix>:flag:<name>                   a flag an adapter keeps (Slack: threads the bot takes part in)
@@ -30,10 +32,12 @@ __all__ = [
     "conversation_pattern",
     "flag_key",
     "inbox_index_key",
+    "is_reset_key",
     "message_key",
     "parse_conversation_key",
     "parse_message_key",
     "paused_flag",
+    "reset_key",
     "thread_prefix",
     "threads_pattern",
     "writes_key",
@@ -49,6 +53,16 @@ def thread_prefix(key_prefix: str, namespace: str | None, thread_id: str) -> str
 
 def message_key(key_prefix: str, namespace: str | None, thread_id: str) -> str:
     return f"{thread_prefix(key_prefix, namespace, thread_id)}:messages"
+
+
+def reset_key(key_prefix: str, namespace: str | None, thread_id: str) -> str:
+    """The conversation's reset watermark; not in `ConversationKeys.all()`: only COMMIT and its readers use it."""
+    return f"{thread_prefix(key_prefix, namespace, thread_id)}:reset"
+
+
+def is_reset_key(key: str) -> bool:
+    """A reset watermark alone is no stored conversation (it outlives the conversation's other keys)."""
+    return key.endswith(":reset")
 
 
 def writes_key(key_prefix: str, namespace: str | None, thread_id: str) -> str:

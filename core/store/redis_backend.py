@@ -18,6 +18,7 @@ from core.store.keys import (
     conversation_pattern,
     flag_key,
     inbox_index_key,
+    is_reset_key,
     parse_conversation_key,
     parse_message_key,
     threads_pattern,
@@ -148,8 +149,9 @@ class RedisConnection:
         namespaces: set[str | None] = set()
         try:
             async for raw in self.client.scan_iter(match=conversation_pattern(self.key_prefix, thread_id), count=500):
-                parsed = parse_conversation_key(raw.decode() if isinstance(raw, bytes) else raw, self.key_prefix)
-                if parsed is not None and parsed[1] == thread_id:
+                key = raw.decode() if isinstance(raw, bytes) else raw
+                parsed = parse_conversation_key(key, self.key_prefix)
+                if parsed is not None and parsed[1] == thread_id and not is_reset_key(key):
                     namespaces.add(parsed[0])
         except RedisError as exc:
             raise translate_redis_error(exc, self.client, f"looking for {thread_id}") from exc

@@ -20,8 +20,8 @@ from redis.exceptions import RedisError
 from core.messages import ChatMessage
 from core.store import redis_inbox_scripts as scripts
 from core.store.codec import decode_messages
-from core.store.inbox import Claim, Intake, Lease, TurnRecord
-from core.store.keys import ConversationKeys, inbox_index_key
+from core.store.inbox import RESET_WATERMARK_SECONDS, Claim, Intake, Lease, TurnRecord
+from core.store.keys import ConversationKeys, inbox_index_key, reset_key
 from core.store.redis import translate_redis_error
 from core.store.topology import RedisClient
 
@@ -113,17 +113,34 @@ class RedisInbox:
 
     async def commit(
         self, lease: Lease, messages: Sequence[ChatMessage], record: TurnRecord, *, clear: bool = False,
-        max_messages: int | None = None, ttl_seconds: int | None = None,
+        reset: float | None = None, max_messages: int | None = None, ttl_seconds: int | None = None,
     ) -> bool:  # fmt: skip
         keys = self._keys(lease.namespace, lease.thread_id)
         batch = messages[0].message_id if messages else record.entry_id
         limit = self._max if max_messages is None else max_messages
         ttl = self._ttl if ttl_seconds is None else ttl_seconds
         args: list[str | int] = [
-            *self._lease_args(lease), lease.message_key, record.to_json(), limit, ttl, batch, int(clear),
-            *(m.to_json() for m in messages),
+            *self._lease_args(lease), lease.message_key, record.to_json(), limit, ttl, batch,
+            int(clear) if reset is None else repr(reset), *(m.to_json() for m in messages),
         ]  # fmt: skip
-        return bool(await self._run("COMMIT", keys.all(), args, f"committing {lease.message_key} to {keys.messages}"))
+        all_keys = [*keys.all(), reset_key(self._prefix, lease.namespace, lease.thread_id)]
+        return bool(await self._run("COMMIT", all_keys, args, f"committing {lease.message_key} to {keys.messages}"))
+
+    async def reset_watermark(self, namespace: str | None, thread_id: str) -> float | None:
+        key = reset_key(self._prefix, namespace, thread_id)
+        try:
+            raw = await self._client.get(key)
+        except RedisError as exc:
+            raise translate_redis_error(exc, self._client, f"reading {key}") from exc
+        return float(_text(raw)) if raw is not None else None
+
+    async def mark_reset(self, namespace: str | None, thread_id: str) -> None:
+        key = reset_key(self._prefix, namespace, thread_id)
+        keep = max(self._ttl, RESET_WATERMARK_SECONDS) if self._ttl else None
+        try:
+            await self._client.set(key, repr(time.time()), ex=keep)
+        except RedisError as exc:
+            raise translate_redis_error(exc, self._client, f"setting {key}") from exc
 
     async def note_posted(self, lease: Lease, record: TurnRecord) -> bool:
         keys = self._keys(lease.namespace, lease.thread_id)

@@ -1,11 +1,14 @@
 """The inbox's Lua scripts: each step of a turn is one of them, atomic, over one conversation's keys.
 
-KEYS are always `ConversationKeys.all()`: 1 messages, 2 writes, 3 inbox, 4 turns, 5 seen, 6 rate.
+KEYS are always `ConversationKeys.all()`: 1 messages, 2 writes, 3 inbox, 4 turns, 5 seen, 6 rate (COMMIT
+also takes 7, the reset watermark).
 The lease is the inbox stream's consumer group `turns`: its pending entry (XREADGROUP, XCLAIM) names
 the owner, its idle time is the lease's age, its delivery count fences a stale owner out.
 """
 
 from __future__ import annotations
+
+from core.store.inbox import RESET_WATERMARK_SECONDS
 
 __all__ = ["COMMIT", "FINISH", "NOTE", "RECEIVE", "RELEASE", "RENEW", "RESUME", "UNSCHEDULE"]
 
@@ -108,14 +111,21 @@ return 1
 """
 )
 
-# ARGV: id, owner, deliveries, key, record, max, ttl, batch, clear, messages...
+# ARGV: id, owner, deliveries, key, record, max, ttl, batch, clear, messages...; KEYS[7]: the reset watermark.
+# clear: 0, 1 (empty the history first), or a reset's watermark (epoch seconds): empty it and keep the mark.
 # redis-py retries a call whose reply was lost: the batch ID in `writes` keeps a retry from storing twice.
 COMMIT = (
     _TAKE
     + """
 if not holds(ARGV[1], ARGV[2], ARGV[3]) then return 0 end
 local max, ttl, batch = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
-if ARGV[9] == '1' then redis.call('DEL', KEYS[1], KEYS[2]) end
+if ARGV[9] ~= '0' then redis.call('DEL', KEYS[1], KEYS[2]) end
+if ARGV[9] ~= '0' and ARGV[9] ~= '1' then
+  local mark = ARGV[9]
+  if ttl > 0 then redis.call('SET', KEYS[7], mark, 'EX', math.max(ttl, """
+    + str(RESET_WATERMARK_SECONDS)
+    + """)) else redis.call('SET', KEYS[7], mark) end
+end
 if #ARGV > 9 and not redis.call('LPOS', KEYS[2], batch) then
   for first = 10, #ARGV, 1000 do
     redis.call('RPUSH', KEYS[1], unpack(ARGV, first, math.min(first + 999, #ARGV)))

@@ -19,6 +19,7 @@ from core.store.keys import (
     ConversationKeys,
     flag_key,
     inbox_index_key,
+    is_reset_key,
     parse_conversation_key,
     parse_message_key,
     thread_prefix,
@@ -144,7 +145,7 @@ class SqliteConnection:
                 rows = conn.execute(f"SELECT DISTINCT {column} FROM {table} WHERE instr({column}, ?) > 0", (tag,))  # noqa: S608 -- ours
                 for (key,) in rows:
                     parsed = parse_conversation_key(str(key) + ("" if suffix else ":"), self.key_prefix)
-                    if parsed is not None and parsed[1] == thread_id:
+                    if parsed is not None and parsed[1] == thread_id and not is_reset_key(str(key)):
                         found.add(parsed[0])
             return found
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -23,8 +24,8 @@ from uuid import uuid4
 
 from core.messages import ChatMessage
 from core.store.codec import decode_messages
-from core.store.inbox import Claim, Intake, Lease, TurnRecord
-from core.store.keys import ConversationKeys, inbox_index_key, thread_prefix
+from core.store.inbox import RESET_WATERMARK_SECONDS, Claim, Intake, Lease, TurnRecord
+from core.store.keys import ConversationKeys, inbox_index_key, reset_key, thread_prefix
 from core.store.sqlite_db import SqliteDatabase, drop_if_expired, is_live
 
 __all__ = ["SqliteInbox"]
@@ -136,14 +137,17 @@ class SqliteInbox:
 
     async def commit(
         self, lease: Lease, messages: Sequence[ChatMessage], record: TurnRecord, *, clear: bool = False,
-        max_messages: int | None = None, ttl_seconds: int | None = None,
+        reset: float | None = None, max_messages: int | None = None, ttl_seconds: int | None = None,
     ) -> bool:  # fmt: skip
         batch = messages[0].message_id if messages else record.entry_id
+        clear = clear or reset is not None
         limit = self._max if max_messages is None else (max_messages or None)
         ttl = self._ttl if ttl_seconds is None else (ttl_seconds or None)
 
         def store(conn: sqlite3.Connection, at: _Conversation, now: float) -> None:
             key = at.keys.messages
+            if reset is not None:
+                self._mark(conn, at, now, reset)
             if clear or not is_live(conn, key, now):  # batch IDs go with the history, as `writes` in Redis
                 conn.execute("DELETE FROM writes WHERE conversation = ?", (at.base,))
             if clear:
@@ -161,6 +165,25 @@ class SqliteInbox:
             conn.execute(_CLOCK, (now, lease.entry_id))  # as COMMIT's XCLAIM: the lease's clock restarts
 
         return await self._fenced(lease, store)
+
+    async def reset_watermark(self, namespace: str | None, thread_id: str) -> float | None:
+        key = reset_key(self._prefix, namespace, thread_id)
+
+        def read(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute("SELECT value, expires_at FROM kv WHERE key = ?", (key,)).fetchone()
+            return float(row[0]) if row is not None and (row[1] is None or row[1] > self._db.clock()) else None
+
+        return await self._db.run(read)
+
+    async def mark_reset(self, namespace: str | None, thread_id: str) -> None:
+        at = self._at(namespace, thread_id)
+        await self._db.run(lambda conn: self._mark(conn, at, self._db.clock(), time.time()), write=True)
+
+    def _mark(self, conn: sqlite3.Connection, at: _Conversation, now: float, mark: float) -> None:
+        """COMMIT's reset watermark, as one kv row (see RESET_WATERMARK_SECONDS)."""
+        expires = now + max(self._ttl, RESET_WATERMARK_SECONDS) if self._ttl else None
+        key = reset_key(self._prefix, at.namespace, at.thread_id)
+        conn.execute("INSERT OR REPLACE INTO kv (key, value, expires_at) VALUES (?, ?, ?)", (key, repr(mark), expires))
 
     async def finish(self, lease: Lease, record: TurnRecord, *, take_next: bool) -> Claim | None:
         at = self._at(lease.namespace, lease.thread_id)

@@ -89,6 +89,7 @@ async def test_show_and_clear_without_a_namespace_find_the_conversation_and_clea
     for suffix in ("messages", "turns", "seen"):
         assert f"{key_prefix}:slack:{{{THREAD}}}:{suffix}" in out
     assert f"{key_prefix}:flag:{FLAG}" in out and f"{key_prefix}:slack:inboxes" in out
+    assert "kept a reset watermark" in out
 
     assert await world.found() == []
     backend = open_backend(world.settings)
@@ -98,7 +99,8 @@ async def test_show_and_clear_without_a_namespace_find_the_conversation_and_clea
     finally:
         await backend.aclose()
     if isinstance(backend, RedisConnection):
-        assert [key async for key in redis_client.scan_iter(match=f"{key_prefix}:*")] == []
+        left = [key async for key in redis_client.scan_iter(match=f"{key_prefix}:*")]
+        assert left == [f"{key_prefix}:slack:{{{THREAD}}}:reset".encode()]  # only the watermark, as a reset keeps
 
 
 async def test_an_id_in_two_namespaces_is_refused_without_a_namespace(world: World) -> None:

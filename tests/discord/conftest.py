@@ -18,9 +18,11 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from bots.discord_adapter import DiscordAdapter
+from core.attachments import FileFetcher
 from core.delivery import Delivery, ReplyWriter, WriterFactory
 from core.gateway import Gateway
 from core.llm import OpenAIChatModel
+from core.platform_context import PlatformHistory
 from core.profile_rules import Profiles
 from core.settings import Settings
 from core.store import open_backend
@@ -163,8 +165,18 @@ class RecordingDelivery(Delivery):
         self.received.put_nowait((incoming, outcome))
         return outcome
 
-    def serve(self, platform: str, writers: WriterFactory) -> None:
-        super().serve(platform, lambda incoming: RecordedWriter(writers(incoming), incoming, self.replies))
+    def serve(
+        self,
+        platform: str,
+        writers: WriterFactory,
+        *,
+        files: FileFetcher | None = None,
+        history: PlatformHistory | None = None,
+    ) -> None:
+        def recorded(incoming: IncomingMessage) -> ReplyWriter:
+            return RecordedWriter(writers(incoming), incoming, self.replies)
+
+        super().serve(platform, recorded, files=files, history=history)
 
     async def next_received(self, timeout: float = WAIT_SECONDS) -> tuple[IncomingMessage, str]:
         return await asyncio.wait_for(self.received.get(), timeout)

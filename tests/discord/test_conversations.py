@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import discord
+
 from bots.discord_adapter.incoming import PLATFORM
 from core.turns import IncomingMessage
 from tests.discord.conftest import NO_PINGS, Bot, BotFactory, SettingsFactory, open_fake
@@ -36,8 +38,10 @@ async def test_guild_mention_is_answered_with_a_reply_that_pings_nobody(bot: Bot
     assert incoming.metadata == {
         "trigger": "mention", "channel_id": str(CHANNEL_ID), "message_id": str(asked), "guild_id": str(GUILD_ID),
         "channel_name": "general",  # what profiles match by name
+        "sent_at": repr(discord.utils.snowflake_time(asked).timestamp()),
     }  # fmt: skip
     assert IncomingMessage.from_json(incoming.to_json()) == incoming  # what the inbox keeps, whole
+    assert not incoming.is_dm and incoming.workspace_id == str(GUILD_ID)
     assert bot.gateway.thread_id(incoming) == f"user_{ALICE_ID}_session_{CHANNEL_ID}"
     assert await bot.history() == ["hello there", "echo: hello there"]
 
@@ -57,7 +61,9 @@ async def test_direct_message_is_answered_without_a_mention(bot: Bot) -> None:
     incoming = (await bot.next_reply()).incoming
     assert incoming.metadata == {
         "trigger": "dm", "channel_id": str(DM_CHANNEL_ID), "message_id": str(asked), "is_dm": "1",
+        "sent_at": repr(discord.utils.snowflake_time(asked).timestamp()),
     }  # fmt: skip
+    assert incoming.is_dm and incoming.workspace_id is None
     assert await bot.history(channel_id=DM_CHANNEL_ID) == ["psst", "echo: psst"]
 
 

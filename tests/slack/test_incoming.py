@@ -110,6 +110,15 @@ def test_unknown_command_is_not_converted() -> None:
 def test_manifest_asks_for_what_the_adapter_uses() -> None:
     manifest = (Path(__file__).parents[2] / "slack-app-manifest.yaml").read_text()
     items = {line.split("#")[0].strip().removeprefix("- ") for line in manifest.splitlines()}
-    scopes = {"app_mentions:read", "channels:history", "groups:history", "im:history", "chat:write", "reactions:write"}
+    scopes = {
+        "app_mentions:read",
+        "channels:history",
+        "groups:history",
+        "im:history",
+        "chat:write",
+        "reactions:write",
+        "users:read",
+    }
     events = {"app_mention", "message.channels", "message.groups", "message.im"}
-    assert scopes | events | {"commands", "command: /reset", "socket_mode_enabled: true"} <= items
+    assistant = {"assistant_view:", "assistant:write", "assistant_thread_started", "assistant_thread_context_changed"}
+    assert scopes | events | assistant | {"commands", "command: /reset", "socket_mode_enabled: true"} <= items

@@ -180,6 +180,37 @@ async def test_commit_with_clear_empties_the_history_first(inbox_factory: InboxF
     assert third is not None and third.history == []
 
 
+async def test_a_reset_commit_empties_the_history_and_keeps_its_watermark(inbox_factory: InboxFactory) -> None:
+    inbox = inbox_factory(owner="a")
+    first = await receive(inbox, "m1")
+    assert first.claim is not None
+    await inbox.commit(first.claim.lease, turn("m1"), first.claim.record.answered("x", "answer"), clear=True)
+    assert await inbox.reset_watermark(NS, TID) is None  # a clear that is no reset (the model's cut) marks nothing
+    await receive(inbox, "reset")
+    second = await inbox.finish(first.claim.lease, first.claim.record.delivered([]), take_next=True)
+    assert second is not None and len(second.history) == 2
+    await inbox.commit(second.lease, [], second.record.answered("Done", "command"), reset=1700000000.000123)
+    await receive(inbox, "m3")
+    third = await inbox.finish(second.lease, second.record.delivered([]), take_next=True)
+    assert third is not None and third.history == []
+    assert await inbox.reset_watermark(NS, TID) == 1700000000.000123
+    assert await inbox.reset_watermark(NS, "another conversation") is None
+    before = time.time()
+    await inbox.mark_reset(NS, TID)  # an operator's `threads clear`
+    mark = await inbox.reset_watermark(NS, TID)
+    assert mark is not None and before <= mark <= time.time()
+
+
+async def test_a_fenced_reset_commit_moves_no_watermark(inbox_factory: InboxFactory) -> None:
+    inbox = inbox_factory(owner="a")
+    first = await receive(inbox, "reset")
+    assert first.claim is not None
+    await inbox.release(first.claim.lease)
+    assert isinstance(await inbox_factory(owner="b").resume(NS, TID), Claim)  # b holds it now
+    assert not await inbox.commit(first.claim.lease, [], first.claim.record.answered("Done", "command"), reset=1.0)
+    assert await inbox.reset_watermark(NS, TID) is None
+
+
 async def test_rate_hits_count_the_sender_in_the_window_once_per_message(inbox_factory: InboxFactory) -> None:
     inbox = inbox_factory(owner="a")
     hits = [(await receive(inbox, f"m{i}", user_id="U1", rate_window=7, rate_limit=2)).hits for i in range(3)]
