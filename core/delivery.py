@@ -272,6 +272,7 @@ class Delivery:
         self._wake.set()
         tasks = set(self._running.values())
         if not tasks:
+            await self._gateway.usage.flush()
             return
         _, pending = await asyncio.wait(tasks, timeout=grace_seconds)
         if pending:
@@ -280,6 +281,7 @@ class Delivery:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        await self._gateway.usage.flush()
 
     def _start(self, key: _Key, claim: Claim) -> None:
         self._running[key] = asyncio.create_task(self._drive(key, claim), name=f"turn-{key[1]}")
@@ -365,6 +367,8 @@ class Delivery:
             log.error("commit refused by the store: %s", exc, extra={"outcome": "store_error"})  # noqa: TRY400
             self._metrics.store_errors.labels(incoming.platform).inc()
             return replace(record, reply=exc.user_message, reply_kind="error"), "error"
+        finally:  # the tokens were spent whatever the commit did; counted beside the post, not before it
+            self._gateway.usage.settle_soon(answer.usage)
         if not committed:
             log.warning("commit refused: another process holds the lease now", extra={"outcome": "fenced"})
             return None, "fenced"
