@@ -89,14 +89,15 @@ class UsageAccounting:
         reserved = {charge.subject: charge.tokens for charge in charges}
         return Settlement(day, incoming.platform, subjects, reserved, UsageMeter(model_id))
 
-    def settle_soon(self, settlement: Settlement | None) -> None:
+    def settle_soon(self, settlement: Settlement | None) -> asyncio.Task[None] | None:
         """Settle in the background (after the commit, beside the post); `flush` waits for it."""
         if settlement is None or settlement.settled:
-            return
+            return None
         settlement.settled = True
         task = asyncio.get_running_loop().create_task(self._settle(settlement))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+        return task
 
     async def settle(self, settlement: Settlement) -> None:
         """Settle now (a caller with no delivery runner, or a test)."""

@@ -110,4 +110,4 @@ def test_manifest_asks_for_what_the_adapter_uses() -> None:
     items = {line.split("#")[0].strip().removeprefix("- ") for line in manifest.splitlines()}
     scopes = {"app_mentions:read", "channels:history", "groups:history", "im:history", "chat:write", "reactions:write"}
     events = {"app_mention", "message.channels", "message.groups", "message.im"}
-    assert scopes | events | {"commands", "command: /reset", "socket_mode_enabled: true"} <= items
+    assert scopes | events | {"commands", "command: /reset", "command: /usage", "socket_mode_enabled: true"} <= items
