@@ -25,8 +25,8 @@ def _cost(prices: PriceTable | None, usage: SubjectUsage) -> str:
     return f", about ${cost:,.2f}" if cost is not None else ""
 
 
-def _left(limit: int | None, charged: int) -> str | None:
-    return f"{max(limit - charged, 0):,} of {limit:,} tokens left" if limit else None
+def _left(limit: int, charged: int) -> str:
+    return f"{max(limit - charged, 0):,} of {limit:,} tokens left"
 
 
 async def usage_text(
@@ -48,13 +48,14 @@ async def usage_text(
     if exempt:
         lines.append("As an admin you have no token budget.")
         return "\n".join(lines)
-    budget = [part for part in (
-        _left(limits.per_user, today[0].charged) and f"your daily budget: {_left(limits.per_user, today[0].charged)}",
-        _left(limits.per_workspace, today[-1].charged) and len(today) > 1
-        and f"this workspace's: {_left(limits.per_workspace, today[-1].charged)}",
-    ) if part]  # fmt: skip
+    budget = []
+    if limits.per_user:
+        budget.append(f"your daily budget: {_left(limits.per_user, today[0].charged)}")
+    if len(today) > 1 and limits.per_workspace:
+        budget.append(f"this workspace's: {_left(limits.per_workspace, today[1].charged)}")
     if budget:
-        lines.append(f"{'; '.join(budget).capitalize()}. {resets}")
+        joined = "; ".join(budget)
+        lines.append(f"{joined[:1].upper()}{joined[1:]}. {resets}")
     else:
         lines.append("There is no daily token budget here.")
     return "\n".join(lines)
