@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 
 from core.llm import OpenAIChatModel
-from core.messages import ChatMessage
+from core.messages import ChatMessage, ToolCall
+from core.model import ModelReply, ModelUsage
 from core.store.usage import Subject, SubjectUsage
 from core.turns import IncomingMessage
 from core.usage.budgets import day_of
-from core.usage.meter import TokenCount
+from core.usage.meter import TokenCount, UsageMeter
 from tests.conftest import make_settings, openai_client
 from tests.fakes.openai_server import Delay, FakeOpenAI, RecordedRequest, Status
 from tests.support.delivery import Runtime, start_runtime, stop_runtime
@@ -303,3 +304,15 @@ async def test_a_bot_over_budget_gets_no_notice(runtime_factory: RuntimeFactory,
     await rt.replies.wait_count(1)
     outcome_texts = rt.replies.texts.get(incoming.dedupe_key)
     assert outcome_texts is None and len(fake_openai.requests) == 1
+
+
+def test_a_turns_calls_add_up_and_a_call_without_usage_is_estimated() -> None:
+    meter = UsageMeter("m")
+    sent = [ChatMessage(role="user", text="x" * 40)]
+    meter.add(
+        ModelReply("", tool_calls=(ToolCall(id="c1", name="lookup", arguments="{}"),), usage=ModelUsage(30, 7)), sent
+    )
+    meter.add(ModelReply("y" * 8), sent)  # the server reported nothing for this round
+    assert meter.calls == 2 and meter.reported == TokenCount(30, 7)
+    assert meter.guessed == TokenCount(14, 6)  # 40 chars / 4 + 4 framing; 8 chars / 4 + 4
+    assert meter.count == TokenCount(44, 13, 20)
