@@ -21,6 +21,8 @@ _ADD = (
     "ON CONFLICT (key, field) DO UPDATE SET value = MAX(0, value + excluded.value), expires_at = excluded.expires_at"
 )
 
+_REFUND = "UPDATE usage SET value = MAX(0, value + ?) WHERE key = ? AND field = 'charged'"
+
 
 class SqliteUsageLedger:
     def __init__(self, db: SqliteDatabase, *, key_prefix: str = "chat") -> None:
@@ -69,8 +71,10 @@ class SqliteUsageLedger:
                     index = usage_index_key(self._prefix, day, subject.scope)
                     conn.execute(_ADD, (index, usage_member(subject.platform, subject.id), tokens.total, expires))
                 delta = deltas.get(subject)
-                if delta:
+                if delta and delta > 0:
                     conn.execute(_ADD, (key, "charged", delta, expires))
+                elif delta:  # a refund: only of a charge there is, never below zero
+                    conn.execute(_REFUND, (delta, key))
 
         if subjects:
             await self._db.run(write, write=True)

@@ -53,6 +53,9 @@ async def test_settling_gives_back_what_a_turn_did_not_use_and_never_goes_below_
     assert user.charged == 0 and user.turns == 0 and user.tokens == TokenCount()
     await ledger.settle(DAY, [U1], "m", TokenCount(), [Charge(U1, -50)])
     assert (await ledger.usage([DAY], [U1]))[0].charged == 0
+    await ledger.settle(DAY, [U2], "m", TokenCount(), [Charge(U2, -50)])  # nothing charged yet: nothing to refund
+    assert await ledger.reserve(DAY, [Charge(U2, 10, limit=10)]) is None
+    assert (await ledger.usage([DAY], [U2]))[0].charged == 10
 
 
 async def test_concurrent_reservations_overshoot_by_at_most_one(backend_factory: BackendFactory) -> None:
