@@ -54,9 +54,9 @@ async def test_usage_answers_ephemerally_with_the_callers_tokens(bot: Bot) -> No
     await bot.fake.send_interaction("usage", channel_id=DM_CHANNEL_ID, user_id=ALICE_ID)
     assert (await bot.fake.next_interaction_response()).ephemeral
     answer = await bot.fake.next_edit()
-    # The fake counts words: "hello" in, "echo: hello" out.
+    # The fake counts words: the system prompt's 11 and "hello" in, "echo: hello" out.
     assert answer.content is not None and answer.content.startswith(
-        "Today (UTC) you used 3 tokens (1 prompt, 2 completion)"
+        "Today (UTC) you used 14 tokens (12 prompt, 2 completion)"
     )
 
 
