@@ -9,7 +9,7 @@ p50/p99 overhead (arrival to complete reply, minus the model's delay), Redis cal
 process's peak memory; the same run can compare one Redis, a Redis Cluster (3 primaries) and the
 embedded store.
 
-Round trips: one conversation on one Redis behind bench/delay_proxy.py, its turns timed with no delay
+Round trips: one conversation on one Redis behind tests/support/tcp_proxy.py DelayProxy, its turns timed with no delay
 and then with RTT_MS added per round trip (half each way). Redis round trips on the critical path =
 (median time with the delay - median time without) / RTT, from the event's arrival to (a) the reply's
 first post (the model's first piece, as a progress post) and (b) the complete reply (the final edit).
@@ -42,7 +42,6 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.delay_proxy import DelayProxy
 from bench.store_bench import ROUND_TRIPS, CountingConnection
 from bots.discord_adapter import DiscordAdapter
 from bots.slack import SlackAdapter
@@ -57,6 +56,7 @@ from tests.fakes.discord_api import DEFAULT_TOKEN, FakeDiscord
 from tests.fakes.slack_api import FakeSlack, im_message, sign
 from tests.support.redis_cluster import LocalCluster
 from tests.support.redis_proc import RedisServer
+from tests.support.tcp_proxy import DelayProxy
 
 SECRET = "bench-signing-secret"
 TURN_TIMEOUT_SECONDS = 30.0
@@ -381,7 +381,7 @@ async def main(args: argparse.Namespace, stores: dict[str, Any], redis_port: int
         if args.rtt_ms > 0:
             print(f"\nRedis round trips on the critical path: one conversation, model 0 ms, {args.rt_turns} turns "
                   f"at 0 and at {args.rtt_ms:g} ms RTT ({args.rtt_ms / 2:g} ms each way), "
-                  "through bench/delay_proxy.py")  # fmt: skip
+                  "through tests/support/tcp_proxy.py DelayProxy")  # fmt: skip
             for platform in args.platforms:
                 measured = await round_trips(platform, redis_port, fakes, args.rt_turns, args.rtt_ms / 1000)
                 summary.setdefault(platform, {}).update(measured)

@@ -8,20 +8,22 @@ The turn's new messages are the prompt, then per round the assistant's tool call
 per call, then the answer: the shape OpenAI accepts, stored as one batch so history never holds a
 call without its results. When the model refuses a request for its length, the oldest history is
 dropped to a quarter of the context budget (all of it if that is no smaller) and the call is tried
-once more; the answer then says so, and `kept` tells the caller which history is left.
+once more; the answer then says so, and `kept` tells the caller which history is left. A model that
+refuses the prompt's images (it has no vision) is asked once more without them, and the answer says so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.context import estimate_tokens, fit_history, history_budget_after_refusal, tools_tokens, well_formed
-from core.errors import ContextTooLongError, ModelTimeoutError
+from core.errors import ContextTooLongError, ImagesRefusedError, ModelTimeoutError
 from core.messages import ChatMessage
 from core.model import ModelReply, ToolChoice, calls_tools
 from core.tools.base import Approver, ToolSpec
@@ -30,12 +32,21 @@ from core.usage.meter import UsageMeter
 if TYPE_CHECKING:
     from core.agent import Agent
 
-__all__ = ["DROPPED_NOTE", "STOPPED_NOTE", "AgentTurn", "TurnResult"]
+__all__ = ["DROPPED_NOTE", "NO_IMAGES_NOTE", "STOPPED_NOTE", "AgentTurn", "TurnResult", "running_tools"]
 
 log = logging.getLogger(__name__)
 
 DROPPED_NOTE = "_(Older messages of our conversation were dropped: they no longer fit the model's context.)_"
+_TOOLS_LINE = re.compile(r"(?:^|\n\n)_([^\n]+)…_$")
+NO_IMAGES_NOTE = "_(This model cannot see images, so I answered from the text alone.)_"
 STOPPED_NOTE = "I stopped after {steps} rounds of tool calls without reaching an answer. Please try a narrower request."
+
+
+def running_tools(progress_text: str) -> str | None:
+    """The tools a progress text says are running (its last line, as `_show_tools` writes it), else None:
+    platforms with a status line of their own (Slack's assistant threads) show them there too."""
+    match = _TOOLS_LINE.search(progress_text)
+    return match.group(1) if match else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +83,7 @@ class AgentTurn:
         self._on_text = on_text
         self._approve = approve
         self._dropped = False
+        self._images_refused = False
         self._model_seconds = 0.0
 
     async def run(self) -> TurnResult:
@@ -89,11 +101,24 @@ class AgentTurn:
             results = await self._agent.tools.run(reply.tool_calls, self._specs, approve=self._approve, step=step)
             self._new += [call, *results]
         answer = ChatMessage(role="assistant", text=text, author_id=self._agent.name)
-        shown = f"{text}\n\n{DROPPED_NOTE}" if self._dropped else text
+        notes = [note for note, due in ((NO_IMAGES_NOTE, self._images_refused), (DROPPED_NOTE, self._dropped)) if due]
+        shown = "\n\n".join([text, *notes]) if notes else text
         kept = self._history if self._dropped else None
         return TurnResult(shown, [*self._new, answer], self._model_seconds, kept)
 
     async def _call(self, tool_choice: ToolChoice | None) -> ModelReply:
+        try:
+            return await self._fitted_call(tool_choice)
+        except ImagesRefusedError as exc:
+            prompt = self._new[0]
+            if not prompt.images:
+                raise
+            self._new[0] = prompt.without_images()
+            self._images_refused = True
+            log.warning("the model refused the image parts (%s); asking once more without them", exc)
+            return await self._fitted_call(tool_choice)
+
+    async def _fitted_call(self, tool_choice: ToolChoice | None) -> ModelReply:
         try:
             return await self._timed_call(tool_choice)
         except ContextTooLongError as exc:

@@ -1,7 +1,8 @@
 """The one delivery path: inbox -> lease -> answer -> commit -> post -> delivered, for every platform.
 
 Adapters hand a message to `receive` (it is durable when that returns: only then may the platform be
-acknowledged) and give `serve` a factory of `ReplyWriter`s; everything else is here: turns in flight
+acknowledged) and give `serve` a factory of `ReplyWriter`s (and a `FileFetcher` for the files of their
+messages, which are downloaded only once the turn runs); everything else is here: turns in flight
 per process (MAX_CONCURRENT_TURNS; the rest wait in the inbox), the lease kept while a turn runs,
 progress off the critical path, the fenced commit, the post, the failure notice, resuming what dead
 processes left, and the shutdown drain. A message is answered once: its reply is stored with its
@@ -21,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 from uuid import uuid4
 
+from core.attachments import FileFetcher
 from core.errors import GatewayError, StoreError, StoreUnavailableError
 from core.gateway import Answer, Gateway
 from core.lease_keeper import LeaseKeeper, LeaseLostError
@@ -103,6 +105,7 @@ class Delivery:
         self._interval = progress_interval_seconds
         self._sweep_seconds = sweep_seconds or min(5.0, inbox.lease_seconds / 3)
         self._writers: dict[str, WriterFactory] = {}
+        self._files: dict[str, FileFetcher] = {}
         self._running: dict[_Key, asyncio.Task[None]] = {}
         # Queued here for want of a slot, oldest first: a slot that frees goes to them, not to a newcomer.
         self._waiting: dict[_Key, None] = {}
@@ -123,9 +126,12 @@ class Delivery:
     def in_flight(self) -> int:
         return len(self._running)
 
-    def serve(self, platform: str, writers: WriterFactory) -> None:
-        """Answer `platform`'s messages, this process's and those that others left, through `writers`."""
+    def serve(self, platform: str, writers: WriterFactory, *, files: FileFetcher | None = None) -> None:
+        """Answer `platform`'s messages, this process's and those that others left, through `writers`;
+        `files` downloads their attachments."""
         self._writers[platform] = writers
+        if files is not None:
+            self._files[platform] = files
         self._wake.set()
 
     async def receive(self, incoming: IncomingMessage) -> Received:
@@ -134,7 +140,7 @@ class Delivery:
         Raises:
             StoreError: the message could not be stored: do not acknowledge it, let the platform retry.
         """
-        if not incoming.text.strip():
+        if not incoming.text.strip() and not incoming.attachments:
             return "ignored"
         namespace, thread_id = incoming.platform, self._gateway.thread_id(incoming)
         key = (namespace, thread_id)
@@ -386,7 +392,7 @@ class Delivery:
             approve = self._gateway.approvals.hook(claim.lease, incoming.user_id, writer)
             answer = await self._gateway.answer(
                 incoming, claim.history, hits=claim.record.hits, on_text=pump.update, approve=approve,
-                working=writer.working,
+                working=writer.working, files=self._files.get(incoming.platform),
             )  # fmt: skip
             answered.set()
             return answer

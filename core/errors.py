@@ -8,7 +8,8 @@ GatewayError            .user_message is safe to post; str(exc) is for the log
 └── ModelError          the chat model failed (timeout, rejected, 5xx, malformed)
     ├── ModelTimeoutError
     └── ModelRejectedError      bad key, unknown model
-        └── ContextTooLongError the request is longer than the model's context window
+        ├── ContextTooLongError the request is longer than the model's context window
+        └── ImagesRefusedError  a model without vision refused the image parts
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = [
     "ContextTooLongError",
     "CorruptHistoryError",
     "GatewayError",
+    "ImagesRefusedError",
     "ModelError",
     "ModelRejectedError",
     "ModelTimeoutError",
@@ -79,3 +81,9 @@ class ContextTooLongError(ModelRejectedError):
         "This message and our conversation are too long for the language model, so I saved nothing. "
         "Please send something shorter, or `reset` the conversation."
     )
+
+
+class ImagesRefusedError(ModelRejectedError):
+    """The model cannot take images; the agent then retries once without them."""
+
+    user_message = "This language model cannot see images. Please describe the image in words."

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field, replace
 
 from core.agent import Agent, ChatModel
 from core.approvals import Approvals
+from core.attachments import FileFetcher
 from core.commands import Command, describe_duration, help_text, parse_command
 from core.context import estimate_tokens, tools_tokens
 from core.errors import GatewayError, ModelTimeoutError, StoreError
+from core.file_input import FileInput, FileLimits, read_files
 from core.messages import ChatMessage
 from core.metrics import Metrics
 from core.settings import Settings
@@ -115,20 +117,22 @@ class Gateway:
         on_text: ProgressCallback | None = None,
         approve: Approver | None = None,
         working: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+        files: FileFetcher | None = None,
     ) -> Answer:
         """The answer to `incoming` after `history`; `hits` is the sender's count in the rate window.
 
         Limits come first, commands included; only a message that passes them enters `working()` (the
         platform's "working on it" indicator), so a refused one costs the platform at most its one notice.
         `approve` is asked before each call of a tool that needs a person's approval (the delivery layer
-        posts the prompt and waits for the click); without it, such calls are not run.
+        posts the prompt and waits for the click); without it, such calls are not run. `files` downloads
+        the message's attachments (the platform adapter's).
         """
         thread_id = self.thread_id(incoming)
         limited = self.refusal(incoming, history, hits)
         if limited is not None:
             return Answer(limited)
         async with working() if working is not None else contextlib.nullcontext():
-            return await self._answer(incoming, history, thread_id, on_text, approve)
+            return await self._answer(incoming, history, thread_id, on_text, approve, files=files)
 
     async def _answer(
         self,
@@ -137,18 +141,26 @@ class Gateway:
         thread_id: str,
         on_text: ProgressCallback | None,
         approve: Approver | None,
+        *,
+        files: FileFetcher | None = None,
     ) -> Answer:
-        command = parse_command(incoming.text)
+        command = parse_command(incoming.text) if not incoming.attachments else None
         if command == "admin usage" and not self.is_admin(incoming):
             command = None  # to anyone else it is a message like any other: no hint the command exists
         if command is not None:
             text, clear = await self._run_command(command, incoming, thread_id, history)
             return Answer(Reply(text, kind="command", thread_id=thread_id), clear=clear)
         log.debug("message text: %s", incoming.text)
+        read = await self._read_files(incoming, files)
+        if read.notes and not read.read and not incoming.text.strip():  # nothing at all for the model
+            return Answer(Reply(read.with_notes(""), kind="limit", thread_id=thread_id))
+        metadata: dict[str, object] = {"from_bot": True} if incoming.from_bot else {}
+        if read.references:
+            metadata["attachments"] = read.references
+        text = "\n\n".join(part for part in (incoming.text, read.text) if part)
         prompt = ChatMessage(
-            role="user", text=incoming.text, author_id=incoming.user_id,
-            metadata={"from_bot": True} if incoming.from_bot else {},
-        )  # fmt: skip
+            role="user", text=text, author_id=incoming.user_id, metadata=metadata, images=tuple(read.images)
+        )
         try:
             opened = await self.usage.open(
                 incoming, self.agent.model.model_id, self.budget_limits(incoming),
@@ -161,7 +173,7 @@ class Gateway:
                 return Answer(Reply("", kind="silent", thread_id=thread_id))
             return Answer(Reply(refusal_text(opened.scope), kind="limit", thread_id=thread_id))
         try:
-            answer = await self._model_turn(incoming, history, prompt, opened, on_text=on_text, approve=approve)
+            answer = await self._model_turn(incoming, history, prompt, read, opened, on_text=on_text, approve=approve)
         except BaseException:
             self.usage.settle_soon(opened)  # cancelled (a lost lease, shutdown): give back what it did not use
             raise
@@ -172,6 +184,7 @@ class Gateway:
         incoming: IncomingMessage,
         history: Sequence[ChatMessage],
         prompt: ChatMessage,
+        read: FileInput,
         account: Settlement,
         *,
         on_text: ProgressCallback | None,
@@ -192,7 +205,7 @@ class Gateway:
         except GatewayError as exc:
             return self._failed(incoming, thread_id, exc)
         self.metrics.model_seconds.labels(incoming.platform).observe(response.model_seconds)
-        reply = Reply(response.text, kind="answer", thread_id=thread_id)
+        reply = Reply(read.with_notes(response.text), kind="answer", thread_id=thread_id)
         if response.kept is not None:  # the model refused the older history: forget it for good
             messages = [*response.kept, *response.messages]
             return Answer(reply, messages=messages, clear=True, model_seconds=response.model_seconds)
@@ -214,6 +227,13 @@ class Gateway:
         fixed = estimate_tokens(prompt) + len(self.agent.instructions) // 4
         fixed += tools_tokens([spec.to_openai() for spec in tools.values()])
         return sent + fixed + (self._settings.max_reply_tokens or DEFAULT_REPLY_RESERVE)
+
+    async def _read_files(self, incoming: IncomingMessage, files: FileFetcher | None) -> FileInput:
+        if not incoming.attachments:
+            return FileInput()
+        settings = self._settings
+        limits = FileLimits(settings.max_attachment_bytes, settings.max_attachments, settings.max_attachment_chars)
+        return await read_files(incoming.attachments, files, limits)
 
     def _failed(self, incoming: IncomingMessage, thread_id: str, exc: GatewayError) -> Answer:
         self.metrics.model_errors.labels(incoming.platform).inc()

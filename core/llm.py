@@ -19,7 +19,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionMessageParam, ChatCo
 
 from core.agent import AgentFactory
 from core.context import reply_tokens_parameter
-from core.errors import ContextTooLongError, ModelError, ModelRejectedError, ModelTimeoutError
+from core.errors import ContextTooLongError, ImagesRefusedError, ModelError, ModelRejectedError, ModelTimeoutError
 from core.messages import ChatMessage, ToolCall
 from core.model import DeltaCallback, ModelReply, ModelUsage, ToolChoice
 from core.settings import Settings
@@ -30,6 +30,12 @@ DEFAULT_MODEL = "gpt-4o-mini"
 # How servers word "your request is longer than my context window" (OpenAI, vLLM, llama.cpp, LM Studio).
 log = logging.getLogger(__name__)
 _TOO_LONG = re.compile(r"context.(length|size|window)|too many tokens|prompt is too long|reduce the length", re.I)
+# How text-only servers refuse image parts (llama.cpp without --mmproj, vLLM, OpenAI, LM Studio, Ollama).
+_NO_IMAGES = re.compile(
+    r"image input is not supported|at most 0 image|image_url is only supported|does not support (image|vision)"
+    r"|(images?|vision|multimodal) (input )?(is|are) not supported|not a multimodal model|unknown variant .image_url",
+    re.I,
+)
 
 
 class ModelBusyError(ModelError):
@@ -41,6 +47,8 @@ class ModelBusyError(ModelError):
 def translate_openai_error(exc: Exception, where: str) -> ModelError:
     """One `ModelError` per SDK failure; the text names the server and the cause for the operator."""
     detail = f"{type(exc).__name__} from {where}: {exc}"
+    if _refuses_images(exc):
+        return ImagesRefusedError(detail)
     if _is_too_long(exc):
         return ContextTooLongError(detail)
     if isinstance(exc, openai.APITimeoutError):
@@ -63,6 +71,13 @@ def _is_too_long(exc: Exception) -> bool:
     if not isinstance(exc, openai.APIStatusError) or exc.status_code not in (400, 413, 422):
         return False
     return getattr(exc, "code", None) == "context_length_exceeded" or bool(_TOO_LONG.search(str(exc)))
+
+
+def _refuses_images(exc: Exception) -> bool:
+    # llama.cpp has answered this with a 500 in some versions, a 400 in others.
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code not in (400, 422, 500):
+        return False
+    return bool(_NO_IMAGES.search(str(exc)))
 
 
 class OpenAIChatModel(AgentFactory):

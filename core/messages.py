@@ -1,19 +1,22 @@
 """The chat message every part of chat-gateway passes around, and its two wire forms.
 
-JSON (`to_json` / `from_json`) is what the store keeps; `to_openai` is what the model is sent. A tool
+JSON (`to_json` / `from_json`) is what the store keeps; `to_openai` is what the model is sent. Images
+(`images`) reach only `to_openai`: the stored form keeps their references (metadata "attachments") and
+never their bytes. A tool
 exchange is an assistant message with `tool_calls` followed by one `tool` message per call, each
 naming its call's `tool_call_id`: the shape OpenAI accepts, and the only one we store.
 """
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["ChatMessage", "Role", "ToolCall"]
+__all__ = ["ChatMessage", "ImagePart", "Role", "ToolCall"]
 
 Role = Literal["system", "user", "assistant", "tool"]
 _TOOL_FIELDS = frozenset({"tool_calls", "tool_call_id"})
@@ -40,6 +43,19 @@ class ToolCall(BaseModel):
         return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
 
 
+class ImagePart(BaseModel):
+    """An image sent with a user message, for this turn's model calls only (never stored)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mimetype: str
+    data: bytes
+
+    def to_openai(self) -> dict[str, Any]:
+        url = f"data:{self.mimetype};base64,{base64.b64encode(self.data).decode('ascii')}"
+        return {"type": "image_url", "image_url": {"url": url}}
+
+
 class ChatMessage(BaseModel):
     """One message of a conversation. Immutable: a stored message is never edited in place."""
 
@@ -53,6 +69,7 @@ class ChatMessage(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     tool_calls: tuple[ToolCall, ...] = ()  # assistant: the calls it asked for
     tool_call_id: str | None = None  # tool: the call this message answers
+    images: tuple[ImagePart, ...] = Field(default=(), exclude=True)  # user: this turn's images, never stored
 
     @field_validator("created_at")
     @classmethod
@@ -82,4 +99,10 @@ class ChatMessage(BaseModel):
                 "content": self.text or None,
                 "tool_calls": [call.to_openai() for call in self.tool_calls],
             }
+        if self.images:
+            parts = [{"type": "text", "text": self.text}, *(image.to_openai() for image in self.images)]
+            return {"role": self.role, "content": parts}
         return {"role": self.role, "content": self.text}
+
+    def without_images(self) -> ChatMessage:
+        return self.model_copy(update={"images": ()}) if self.images else self

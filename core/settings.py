@@ -11,20 +11,39 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_serializer, field_validator
+from pydantic import BaseModel, Field, SecretStr, TypeAdapter, ValidationError, field_serializer, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.context import default_context_tokens
 from core.errors import ConfigError
 from core.redact import redact_url, url_secrets
 
-__all__ = ["REDIS_SCHEMES", "Settings", "env_example", "load_settings", "settings_table"]
+__all__ = ["REDIS_SCHEMES", "Settings", "SuggestedPrompt", "env_example", "load_settings", "settings_table"]
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis+sentinel")
 _URL_FIELDS = ("openai_base_url", "slack_api_url", "discord_api_url")
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 MemoryScope = Literal["user_channel", "channel", "thread"]
 DmPolicy = Literal["open", "members", "off"]
+
+
+class SuggestedPrompt(BaseModel):
+    """One prompt a new Slack assistant thread offers: the button's `title`, the `message` it sends."""
+
+    model_config = {"frozen": True, "extra": "forbid"}
+
+    title: str = Field(min_length=1, max_length=75)
+    message: str = Field(min_length=1, max_length=4000)
+
+
+# Slack shows at most four; an empty list shows none.
+_PROMPTS = TypeAdapter(list[SuggestedPrompt])
+_MAX_PROMPTS = 4
+_DEFAULT_PROMPTS = (  # a click sends the message as it is, so each one stands on its own
+    '[{"title": "What can you do?", "message": "What can you help me with?"},'
+    ' {"title": "Summarise a text", "message": "I want a short summary of a text: ask me to paste it."},'
+    ' {"title": "Draft a message", "message": "Help me write a clear message: ask me who it is for and what it says."}]'
+)
 
 
 def _require_url(value: str | None, schemes: tuple[str, ...], name: str) -> str | None:
@@ -123,6 +142,13 @@ class Settings(BaseSettings):
     )
     rate_limit_per_minute: int = Field(20, ge=0, description="Messages per user per minute; 0 = no limit")
     max_input_chars: int = Field(4000, ge=1, description="Longest user message accepted")
+    max_attachment_bytes: int = Field(
+        10_000_000, ge=1, description="Largest file (image, text, PDF) downloaded from a message"
+    )
+    max_attachments: int = Field(4, ge=0, description="Most files of one message read; 0 = files are not read")
+    max_attachment_chars: int = Field(
+        20000, ge=100, description="Most characters of text from a message's files (text, code, PDF) the model gets"
+    )
     max_bot_turns: int = Field(
         3, ge=0, description="Bot messages answered in a row per conversation (with *_ALLOW_BOTS); 0 = no cap"
     )
@@ -157,6 +183,10 @@ class Settings(BaseSettings):
         "127.0.0.1", description="Address Slack HTTP mode listens on; the image sets 0.0.0.0 for Slack's requests"
     )
     port: int = Field(3000, ge=0, le=65535, description="Slack HTTP mode listens here")
+    slack_suggested_prompts: str = Field(
+        _DEFAULT_PROMPTS,
+        description='Prompts a new assistant thread offers: JSON list of {"title", "message"}, at most 4; [] = none',
+    )
 
     # Discord
     discord_token: SecretStr | None = Field(None, description="Bot token")
@@ -169,6 +199,9 @@ class Settings(BaseSettings):
         None,
         description="Who may DM the bot: open, members (of a DISCORD_GUILD_IDS guild) or off; "
         "unset = members when DISCORD_GUILD_IDS is set, else open",
+    )
+    discord_auto_thread: bool = Field(
+        False, description="A mention in a text channel opens a thread on it; the bot answers there without mentions"
     )
 
     # Operations
@@ -191,6 +224,14 @@ class Settings(BaseSettings):
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
         return _require_url(value, REDIS_SCHEMES, "REDIS_URL") if value is None or isinstance(value, str) else value
+
+    @field_validator("slack_suggested_prompts")
+    @classmethod
+    def _check_prompts(cls, value: str) -> str:
+        prompts = _PROMPTS.validate_json(value)  # a ValidationError names the bad entry and field
+        if len(prompts) > _MAX_PROMPTS:
+            raise ValueError(f"Slack shows at most {_MAX_PROMPTS} suggested prompts, got {len(prompts)}")
+        return value
 
     @field_validator("openai_base_url", "slack_api_url", "discord_api_url")
     @classmethod
@@ -243,6 +284,11 @@ class Settings(BaseSettings):
     def admin_ids(self) -> frozenset[str]:
         """ADMINS as a set of user IDs (blank entries dropped)."""
         return frozenset(part.strip() for part in self.admins.split(",") if part.strip())
+
+    @property
+    def suggested_prompts(self) -> list[SuggestedPrompt]:
+        """SLACK_SUGGESTED_PROMPTS, parsed (it was validated when the settings were built)."""
+        return _PROMPTS.validate_json(self.slack_suggested_prompts)
 
     @property
     def store_max_messages(self) -> int | None:

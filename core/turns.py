@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from core.attachments import Attachment
+
 __all__ = ["IncomingMessage", "Reply", "ReplyKind"]
 
 ReplyKind = Literal["answer", "command", "error", "limit", "silent"]
@@ -19,6 +21,7 @@ class IncomingMessage:
     two deliveries of it under different event IDs (Slack's `app_mention` and `message`) are one turn.
     `thread_ref` is the platform thread, used by the `thread` memory scope. `from_bot`: another bot wrote
     it (adapters pass those on only with *_ALLOW_BOTS); MAX_BOT_TURNS caps how many in a row are answered.
+    `attachments` are references to the message's files, downloaded only when the turn runs.
     """
 
     platform: str
@@ -30,6 +33,7 @@ class IncomingMessage:
     turn_key: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     from_bot: bool = False
+    attachments: tuple[Attachment, ...] = ()
 
     @property
     def dedupe_key(self) -> str:
@@ -50,12 +54,17 @@ class IncomingMessage:
         # Field by field, not dataclasses.asdict: that deep-copies recursively, a cost on every message.
         data = {f: getattr(self, f) for f in _FIELDS}
         data["metadata"] = dict(self.metadata)
+        if self.attachments:
+            data["attachments"] = [attachment.to_dict() for attachment in self.attachments]
+        else:
+            del data["attachments"]  # a message without files is stored as before files existed
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> IncomingMessage:
         data: dict[str, Any] = json.loads(raw)
-        return cls(**data)
+        files = data.pop("attachments", None) or ()
+        return cls(**data, attachments=tuple(Attachment.from_dict(item) for item in files))
 
 
 _FIELDS = tuple(f.name for f in fields(IncomingMessage))

@@ -18,6 +18,7 @@ from __future__ import annotations
 __all__ = ["INTENT_REFUSED", "NOT_HERE", "SHARDING_REQUIRED", "TOKEN_MISSING", "TOKEN_REJECTED", "DiscordAdapter"]
 
 import logging
+from dataclasses import replace
 from typing import Final
 
 import aiohttp
@@ -32,7 +33,15 @@ from bots.discord_adapter.client import (
     ShardedChatClient,
 )
 from bots.discord_adapter.endpoints import pointed_at
-from bots.discord_adapter.incoming import PLATFORM, AnswerPolicy, command_incoming, parse_id_list
+from bots.discord_adapter.files import DiscordFiles
+from bots.discord_adapter.incoming import (
+    PLATFORM,
+    AnswerPolicy,
+    command_incoming,
+    opened_by,
+    parse_id_list,
+    thread_flag,
+)
 from bots.discord_adapter.writer import DiscordReply, DiscordWriters
 from core.delivery import Delivery
 from core.errors import ConfigError, StoreError
@@ -61,11 +70,11 @@ _FATAL_CLOSES: Final = {4004: TOKEN_REJECTED, 4011: SHARDING_REQUIRED}
 class DiscordAdapter:
     """Discord on the shared delivery: DMs, mentions and replies to the bot; `/reset` and `/memory`.
 
-    Borrows `delivery`; `gateway` is the one `delivery` answers with, taken like every adapter's and unused
-    here. The client is built by `run()`, which serves the writers once logged in and closes the client on
-    the way out, cancellation included: drain `delivery` before (the CLI does), or replies still being
-    posted lose their client. The other options exist for tests: discord.py's waits for guilds and between
-    IDENTIFYs.
+    Borrows `delivery`; `gateway` is the one `delivery` answers with, taken like every adapter's: its
+    backend remembers the threads the bot answered in (DISCORD_AUTO_THREAD). The client is built by
+    `run()`, which serves the writers once logged in and closes the client on the way out, cancellation
+    included: drain `delivery` before (the CLI does), or replies still being posted lose their client.
+    The other options exist for tests: discord.py's waits for guilds and between IDENTIFYs.
     """
 
     name = "discord"
@@ -81,12 +90,14 @@ class DiscordAdapter:
     ) -> None:
         self._settings = settings
         self._delivery = delivery
+        self._flags = gateway.backend
         guild_ids = parse_id_list("DISCORD_GUILD_IDS", settings.discord_guild_ids)
         self._policy = AnswerPolicy(
             allow_bots=settings.discord_allow_bots,
             guild_ids=guild_ids,
             channel_ids=parse_id_list("DISCORD_CHANNEL_IDS", settings.discord_channel_ids),
             dm_policy=dm_policy(settings.discord_dm_policy, guild_ids),
+            auto_thread=settings.discord_auto_thread,
         )
         self._approval_clicks = ApprovalClicks(gateway.approvals)
         self._members: GuildMembers | None = None
@@ -115,9 +126,10 @@ class DiscordAdapter:
         self._client = client
         self._members = GuildMembers(client, self._policy.guild_ids)
         try:
+            # One keep-alive session for attachment downloads, closed with the client.
             with pointed_at(self._settings.discord_api_url):
-                async with client:
-                    await self._serve(client, token)
+                async with client, aiohttp.ClientSession() as files:
+                    await self._serve(client, token, DiscordFiles(files))
         finally:
             self._client = None
 
@@ -142,7 +154,7 @@ class DiscordAdapter:
             **sharding,
         )
 
-    async def _serve(self, client: ChatClient, token: str) -> None:
+    async def _serve(self, client: ChatClient, token: str, files: DiscordFiles) -> None:
         api_url = self._settings.discord_api_url
         try:
             await client.login(token)  # setup_hook (gateway URL, slash commands) runs inside
@@ -158,7 +170,11 @@ class DiscordAdapter:
         log.info("discord logged in", extra={"shards": self._settings.discord_shard_count or 1})
         # From login on, REST works: replies (ours, and those dead processes left) can go out. Messages may
         # arrive before on_ready (it waits for every guild), so this cannot wait for READY.
-        self._delivery.serve(PLATFORM, DiscordWriters(client))
+        remember = self._flags if self._settings.discord_auto_thread else None  # only auto-threads read them
+        self._delivery.serve(
+            PLATFORM, DiscordWriters(client, flags=remember, ttl_seconds=self._settings.store_ttl_seconds),
+            files=files,
+        )
         try:
             await client.connect()
         except discord.PrivilegedIntentsRequired:
@@ -174,6 +190,12 @@ class DiscordAdapter:
         if incoming is None:
             return
         fields = {"platform": PLATFORM, "event_id": incoming.event_id, "channel_id": incoming.channel_id}
+        if (
+            incoming.metadata["trigger"] == "thread"
+            and not opened_by(message, me)
+            and not await self._answered_in(incoming.channel_id)
+        ):
+            return  # a thread the bot has no part in: a mention is what brings it in
         if message.guild is None and not await self._may_dm(message.author.id):
             log.info("discord DM refused by DISCORD_DM_POLICY=%s", self._policy.dm_policy, extra=fields)
             return
@@ -181,10 +203,20 @@ class DiscordAdapter:
             outcome = await self._delivery.receive(incoming)
         except StoreError as exc:  # nothing was stored: no answer will come, so say it once
             log.error("discord message not stored: %s", exc, extra=fields)  # noqa: TRY400
-            if self._client is not None:
-                await DiscordReply(self._client, incoming).notice(exc.user_message, tag="intake")
+            if self._client is not None:  # in place: a message that was not taken opens no thread
+                in_place = replace(
+                    incoming, metadata={k: v for k, v in incoming.metadata.items() if k != "open_thread"}
+                )
+                await DiscordReply(self._client, in_place).notice(exc.user_message, tag="intake")
             return
         log.info("discord message %s", outcome, extra=fields)
+
+    async def _answered_in(self, thread_id: str) -> bool:
+        try:
+            return await self._flags.has_flag(thread_flag(thread_id))
+        except StoreError as exc:
+            log.warning("discord thread lookup failed: %s", exc, extra={"platform": PLATFORM})
+            return False
 
     async def _may_dm(self, user_id: int) -> bool:
         """DISCORD_DM_POLICY for a direct message (or a slash command in one) from `user_id`."""

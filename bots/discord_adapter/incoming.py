@@ -6,17 +6,36 @@ one of the bot's own messages. Never: the bot's own messages, system messages, o
 allow-lists. Direct messages follow DISCORD_DM_POLICY (access.py): `off` here, `members` checked by the
 adapter (it needs the API), `open` always answered.
 
+With DISCORD_AUTO_THREAD also: messages in a thread without a mention (trigger `thread`) where the bot
+takes part: it opened the thread (`opened_by`), or answered in it before (the adapter asks the backend
+for `thread_flag`, which the writer sets). And a mention in a text channel (not a command) is answered
+in a new thread on that message, which the writer opens when it posts (`open_thread` in the metadata
+holds its name). Discord gives that thread the message's own ID, so the mention is filed under the
+thread it opens: channel and `thread_ref` are the thread's, exactly as for the messages that follow in
+it, and MEMORY_SCOPE treats them as one platform thread.
+
 The message ID is the event ID (and the inbox's message key), so a MESSAGE_CREATE replayed on RESUME
 is a duplicate. A Discord thread is a channel of its own, so its channel ID (not its parent's) names the
-memory. The inbox keeps the `IncomingMessage` and any process may post its reply later, so `metadata`
-holds all a writer needs, as strings: `channel_id`, `message_id`, `guild_id` (guild messages), and for a
-slash command `application_id` and `interaction_token` (Discord lets that token edit the ephemeral
-answer for 15 minutes; it is kept with the message until it is delivered).
+memory, and its ID is the `thread_ref` (MEMORY_SCOPE=thread). The inbox keeps the `IncomingMessage` and
+any process may post its reply later, so `metadata` holds all a writer needs, as strings: `channel_id`
+(where the message is), `message_id`, `guild_id` (guild messages), `open_thread`, and for a slash command
+`application_id` and `interaction_token` (Discord lets that token edit the ephemeral answer for 15
+minutes; it is kept with the message until it is delivered).
 """
 
 from __future__ import annotations
 
-__all__ = ["PLATFORM", "AnswerPolicy", "command_incoming", "parse_id_list", "strip_mention"]
+__all__ = [
+    "MAX_THREAD_NAME",
+    "PLATFORM",
+    "AnswerPolicy",
+    "command_incoming",
+    "parse_id_list",
+    "opened_by",
+    "strip_mention",
+    "thread_flag",
+    "thread_name",
+]
 
 import re
 from collections.abc import Iterable
@@ -26,11 +45,14 @@ from typing import Literal
 import discord
 
 from bots.discord_adapter.access import DmPolicy
+from bots.discord_adapter.files import attachments_of
+from core.commands import parse_command
 from core.errors import ConfigError
 from core.turns import IncomingMessage
 
 PLATFORM = "discord"
-Trigger = Literal["dm", "mention", "reply", "slash"]
+Trigger = Literal["dm", "mention", "reply", "slash", "thread"]
+MAX_THREAD_NAME = 100  # Discord's limit on a channel's name
 _ANSWERABLE_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 
 
@@ -62,6 +84,16 @@ def strip_mention(content: str, user_id: int, role_id: int | None = None) -> str
     return re.sub(rf"[ \t]*(?:{targets})[ \t]*", " ", content).strip()
 
 
+def thread_name(question: str, fallback: str) -> str:
+    """The name of the thread a question opens: its first line, whitespace folded, cut at a word to 100 chars."""
+    line = next((part for part in question.splitlines() if part.strip()), "")
+    text = re.sub(r"\s+", " ", line).strip() or fallback
+    if len(text) <= MAX_THREAD_NAME:
+        return text
+    cut = text[: MAX_THREAD_NAME - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" ,;:.") + "…"
+
+
 @dataclass(frozen=True, slots=True)
 class AnswerPolicy:
     """The answering rules and allow-lists; empty allow-lists allow everything."""
@@ -70,6 +102,7 @@ class AnswerPolicy:
     guild_ids: frozenset[int] = frozenset()
     channel_ids: frozenset[int] = frozenset()
     dm_policy: DmPolicy = "open"
+    auto_thread: bool = False
 
     def allows(self, guild_id: int | None, channel: object) -> bool:
         """Whether the allow-lists admit this place; a thread counts as its own channel and as its parent's."""
@@ -92,20 +125,50 @@ class AnswerPolicy:
         if not self.allows(guild_id, message.channel) or (guild_id is None and self.dm_policy == "off"):
             return None
         role_id = _self_role_id(message)
-        trigger = _trigger(message, me, role_id)
+        trigger = _trigger(message, me, role_id) or self._in_thread(message)
         if trigger is None:
             return None
+        text = strip_mention(message.content, me.id, role_id)
         metadata = _place(trigger, message.channel.id, guild_id)
         metadata["message_id"] = str(message.id)
+        channel = message.channel
+        conversation = str(channel.id)
+        thread_ref = conversation if isinstance(channel, discord.Thread) else None
+        if self._opens_thread(trigger, channel, text):
+            conversation = thread_ref = str(message.id)  # the ID of the thread the writer opens on this message
+            metadata["open_thread"] = thread_name(text, f"Chat with {message.author.display_name}")
         return IncomingMessage(
             platform=PLATFORM,
             event_id=str(message.id),
             user_id=str(message.author.id),
-            channel_id=str(message.channel.id),
-            text=strip_mention(message.content, me.id, role_id),
+            channel_id=conversation,
+            text=text,
+            thread_ref=thread_ref,
             metadata=metadata,
             from_bot=message.author.bot,
+            attachments=attachments_of(message),
         )
+
+    def _in_thread(self, message: discord.Message) -> Trigger | None:
+        """DISCORD_AUTO_THREAD: in a thread it takes part in, the bot needs no mention (the adapter checks that)."""
+        return "thread" if self.auto_thread and isinstance(message.channel, discord.Thread) else None
+
+    def _opens_thread(self, trigger: Trigger, channel: object, text: str) -> bool:
+        # A command acts on the conversation it is typed in: it opens nothing.
+        return (
+            self.auto_thread and trigger == "mention" and isinstance(channel, discord.TextChannel)
+            and parse_command(text) is None
+        )  # fmt: skip
+
+
+def opened_by(message: discord.Message, me: discord.ClientUser) -> bool:
+    """Whether `message` is in a thread the bot opened (discord.py knows threads from the gateway)."""
+    return isinstance(message.channel, discord.Thread) and message.channel.owner_id == me.id
+
+
+def thread_flag(thread_id: str) -> str:
+    """The backend flag saying the bot answered in a Discord thread."""
+    return f"{PLATFORM}:thread:{thread_id}"
 
 
 def command_incoming(interaction: discord.Interaction, text: str) -> IncomingMessage:
@@ -120,6 +183,7 @@ def command_incoming(interaction: discord.Interaction, text: str) -> IncomingMes
         user_id=str(interaction.user.id),
         channel_id=str(channel_id),
         text=text,
+        thread_ref=str(channel_id) if isinstance(interaction.channel, discord.Thread) else None,
         metadata=metadata,
     )
 

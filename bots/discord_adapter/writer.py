@@ -14,6 +14,12 @@ dropped connection, and another process re-doing the reply after a crash all get
 A reply resumed later than Discord's nonce window by a process that does not know its messages could
 post them again; the core records the first message's ID (`posted`) to make that rare.
 
+A mention that opens a thread (DISCORD_AUTO_THREAD; `open_thread` in the metadata names it) is answered in
+the thread Discord creates on that message, whose ID is the message's: the thread is opened before the
+first thing is shown there (typing included), and opening it again, in a retry or in another process,
+answers 160004 "thread already created", which means it is there to use. Where Discord will not open it
+(no permission, say), the answer goes into the channel as a reply, as without the setting.
+
 Mentions never notify: the client's allowed_mentions is none, which discord.py applies to every send and
 edit, and the reply spares the user's ping (mention_author=False).
 """
@@ -25,6 +31,7 @@ __all__ = [
     "DISCORD_MAX_PARTS",
     "DiscordReply",
     "DiscordWriters",
+    "THREAD_ALREADY_CREATED",
     "InteractionReply",
     "reply_nonce",
 ]
@@ -41,9 +48,12 @@ import aiohttp
 import discord
 
 from bots.discord_adapter.approvals import approval_view, closed_content, prompt_content
+from bots.discord_adapter.incoming import thread_flag
 from core.chunking import split_message
 from core.delivery import ReplyWriter
+from core.errors import StoreError
 from core.store.approvals import ApprovalRecord
+from core.store.base import Flags
 from core.turns import IncomingMessage
 
 log = logging.getLogger(__name__)
@@ -56,6 +66,8 @@ _SEND_ERRORS: Final = (discord.HTTPException, aiohttp.ClientError, TimeoutError)
 # Failures after which nobody knows whether Discord acted: only a nonce (or an edit) makes a retry safe.
 _AMBIGUOUS: Final = (aiohttp.ClientConnectionError, TimeoutError)
 _TRIES: Final = 3
+THREAD_ALREADY_CREATED: Final = 160004  # Discord's code for a second thread on one message
+_ARCHIVE_MINUTES: Final = 1440
 _RETRY_SECONDS: Final = 0.5
 T = TypeVar("T")
 
@@ -87,30 +99,54 @@ async def _edit(message: discord.Message | discord.PartialMessage, text: str) ->
 class DiscordWriters:
     """The `ReplyWriter` of each stored Discord message or slash command, posting through `client`."""
 
-    def __init__(self, client: discord.Client) -> None:
+    def __init__(self, client: discord.Client, *, flags: Flags | None = None, ttl_seconds: int | None = None) -> None:
         self._client = client
+        self._flags = flags  # set: each thread answered in is remembered (thread_flag), for follow-ups
+        self._ttl_seconds = ttl_seconds
 
     def __call__(self, incoming: IncomingMessage) -> ReplyWriter:
         if incoming.metadata.get("interaction_token"):
             return InteractionReply(self._client, incoming)
-        return DiscordReply(self._client, incoming)
+        thread = incoming.thread_ref
+        if self._flags is None or thread is None:
+            return DiscordReply(self._client, incoming)
+        return DiscordReply(self._client, incoming, on_posted=lambda: self._remember(thread))
+
+    async def _remember(self, thread_id: str) -> None:
+        assert self._flags is not None
+        try:
+            await self._flags.set_flag(thread_flag(thread_id), self._ttl_seconds)
+        except StoreError as exc:
+            log.warning("discord thread not remembered: %s", exc, extra={"platform": "discord"})
 
 
 class DiscordReply:
     """The reply to one user message; `posted` holds the IDs of the messages it wrote, first one first."""
 
-    def __init__(self, client: discord.Client, incoming: IncomingMessage) -> None:
+    def __init__(
+        self,
+        client: discord.Client,
+        incoming: IncomingMessage,
+        *,
+        on_posted: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         meta = incoming.metadata
         channel_id = int(meta.get("channel_id") or incoming.channel_id)
         guild_id = int(meta["guild_id"]) if meta.get("guild_id") else None
-        self._channel = client.get_partial_messageable(channel_id, guild_id=guild_id)
+        self._on_posted = on_posted
+        message_id = int(meta.get("message_id") or incoming.event_id)
+        self._client = client
+        self._channel = self._parent = client.get_partial_messageable(channel_id, guild_id=guild_id)
         # fail_if_not_exists=False: if the user deleted their message meanwhile, the answer still goes out.
-        self._reference = discord.MessageReference(
-            message_id=int(meta.get("message_id") or incoming.event_id),
-            channel_id=channel_id,
-            guild_id=guild_id,
-            fail_if_not_exists=False,
+        self._reference: discord.MessageReference | None = discord.MessageReference(
+            message_id=message_id, channel_id=channel_id, guild_id=guild_id, fail_if_not_exists=False
         )
+        self._parent_reference = self._reference
+        self._thread_name = meta.get("open_thread") or None
+        self._thread_lock = asyncio.Lock()
+        if self._thread_name is not None:  # the thread to open has the message's ID; the message heads it
+            self._channel = client.get_partial_messageable(message_id, guild_id=guild_id)
+            self._reference = None
         self._key = incoming.dedupe_key
         self._first: discord.Message | discord.PartialMessage | None = None
         self._shown: str | None = None
@@ -152,6 +188,8 @@ class DiscordReply:
             if message.content != content:  # an earlier owner's message, holding another text
                 await _edit(message, content)
             self.posted.append(str(message.id))
+        if self._on_posted is not None:
+            await self._on_posted()
 
     async def post_approval(self, record: ApprovalRecord) -> str:
         """The approval prompt with its buttons, replying to the user's message; returns its message ID.
@@ -160,8 +198,11 @@ class DiscordReply:
         """
         nonce = reply_nonce(self._key, f"approval-{record.approval_id}")
         view = approval_view(record)
+        await self._open_thread()
 
         async def send() -> discord.Message:
+            if self._reference is None:
+                return await self._channel.send(prompt_content(record), nonce=nonce, view=view)
             return await self._channel.send(
                 prompt_content(record), nonce=nonce, reference=self._reference, mention_author=False, view=view
             )
@@ -200,10 +241,41 @@ class DiscordReply:
 
     async def _type(self) -> None:
         try:
+            await self._open_thread()
             async with self._channel.typing():
                 await asyncio.Event().wait()  # until the turn's answer is in
         except _SEND_ERRORS as exc:
             log.warning("discord typing failed: %s", type(exc).__name__)
+
+    async def _open_thread(self) -> None:
+        """Open the thread this reply goes into, once; where Discord will not, reply in the channel instead."""
+        if self._thread_name is None:
+            return
+        async with self._thread_lock:
+            name = self._thread_name
+            if name is None:
+                return
+            fields = {"platform": "discord", "thread_id": self._channel.id}
+            try:
+                await _retrying(lambda: self._start_thread(name), "thread")  # idempotent: see THREAD_ALREADY_CREATED
+                log.info("discord thread opened", extra=fields)
+            except discord.HTTPException as exc:
+                if exc.code == THREAD_ALREADY_CREATED:
+                    log.info("discord thread already open", extra=fields)
+                else:
+                    log.warning("discord thread not opened (HTTP %s, code %s): replying in the channel", exc.status,
+                                exc.code, extra=fields)  # fmt: skip
+                    self._channel, self._reference = self._parent, self._parent_reference
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("discord thread not opened (%s): replying in the channel", type(exc).__name__)
+                self._channel, self._reference = self._parent, self._parent_reference
+            # Only now: a call cancelled halfway (the typing task, at the turn's end) leaves it to the next one.
+            self._thread_name = None
+
+    async def _start_thread(self, name: str) -> None:
+        await self._client.http.start_thread_with_message(
+            self._parent.id, self._channel.id, name=name, auto_archive_duration=_ARCHIVE_MINUTES
+        )
 
     async def _write_first(self, text: str) -> None:
         first = self._first
@@ -218,12 +290,13 @@ class DiscordReply:
         self._shown = text
 
     async def _send(self, text: str, part: int | str) -> discord.Message:
-        reply = not isinstance(part, int) or part == 0  # the first part and notices reply to the user
+        await self._open_thread()
+        reference = self._reference if not isinstance(part, int) or part == 0 else None  # the first part, notices
         nonce = reply_nonce(self._key, part)
 
         async def send() -> discord.Message:
-            if reply:
-                return await self._channel.send(text, nonce=nonce, reference=self._reference, mention_author=False)
+            if reference is not None:
+                return await self._channel.send(text, nonce=nonce, reference=reference, mention_author=False)
             return await self._channel.send(text, nonce=nonce)
 
         return await _retrying(send, "send")

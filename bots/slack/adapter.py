@@ -34,6 +34,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.access import SlackAccess, parse_channel_ids
 from bots.slack.approvals import ApprovalClicks
+from bots.slack.assistant import AssistantThreads
+from bots.slack.files import SlackFiles
 from bots.slack.http_server import HttpLimits, LimitedHttpServer
 from bots.slack.incoming import PLATFORM
 from bots.slack.listeners import SlackListeners, SlackWriters
@@ -145,6 +147,7 @@ class SlackAdapter:
         self._port = settings.port
         self._delivery = delivery
         base_url = api_base_url(settings.slack_api_url)
+        self._bot_token, self._base_url = bot_token, base_url
         self.client = AsyncWebClient(
             token=bot_token,
             base_url=base_url,
@@ -174,6 +177,7 @@ class SlackAdapter:
         SlackListeners(
             delivery=delivery, writers=self._writers, flags=gateway.backend, allow_bots=settings.slack_allow_bots,
             access=access, on_outcome=on_outcome, approvals=ApprovalClicks(gateway.approvals, self.client),
+            assistant=AssistantThreads(client=self.client, prompts=settings.suggested_prompts, access=access),
         ).register(self.app)  # fmt: skip
         self._socket: AsyncSocketModeHandler | None = None
         self._http: LimitedHttpServer | None = None
@@ -209,7 +213,8 @@ class SlackAdapter:
         async with aiohttp.ClientSession() as session:
             self.client.session = self._progress_client.session = session
             await self._check_bot_token()
-            self._delivery.serve(PLATFORM, self._writers)
+            files = SlackFiles(session, self.client, token=self._bot_token, api_url=self._base_url)
+            self._delivery.serve(PLATFORM, self._writers, files=files)
             try:
                 if self.mode == "socket":
                     await self._serve_socket_mode()

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from bots.slack.files import attachments_of
 from core.turns import IncomingMessage
 
 PLATFORM = "slack"
@@ -135,6 +136,7 @@ def message_from_event(
         thread_ref=thread_ts or (None if is_dm else ts),
         turn_key=f"{team}:{channel}:{ts}",
         from_bot=bool(event.get("bot_id")) or event.get("subtype") == "bot_message",
+        attachments=attachments_of(event),
         # Everything a writer needs, in whichever process answers: the inbox keeps it with the message.
         metadata={
             "team_id": team, "channel": str(channel), "ts": str(ts), "reply_thread_ts": reply_thread_ts or "",

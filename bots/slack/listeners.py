@@ -11,7 +11,9 @@ from __future__ import annotations
 __all__ = ["NOT_HERE", "NOT_STORED", "SlackListeners", "SlackWriters"]
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from slack_bolt.app.async_app import AsyncApp
@@ -23,6 +25,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bots.slack.access import SlackAccess
 from bots.slack.approvals import ApprovalClicks
+from bots.slack.assistant import AssistantThreads, TitleOnce
 from bots.slack.incoming import PLATFORM, SlackMessage, message_from_command, message_from_event, slack_message
 from bots.slack.indicator import WorkingIndicator
 from bots.slack.text import neutralise
@@ -61,6 +64,7 @@ class SlackWriters:
         self._flags = flags
         self._thread_ttl_seconds = thread_ttl_seconds
         self._indicator = WorkingIndicator(client)
+        self._titles = TitleOnce(client, flags, ttl_seconds=thread_ttl_seconds)
 
     def __call__(self, incoming: IncomingMessage) -> ReplyWriter:
         response_url = incoming.metadata.get("response_url")
@@ -75,10 +79,17 @@ class SlackWriters:
             recipient_team_id=message.user_team_id,
             recipient_user_id=message.user,
             message_key=incoming.dedupe_key,
-            working=lambda: self._indicator.shown(message),
+            working=lambda: self._working(message),
             on_posted=lambda: self._remember_thread(message),
+            on_status=lambda status: self._indicator.show_status(message, status),
             allow_user_mentions=self._allow_mentions,
         )
+
+    @contextlib.asynccontextmanager
+    async def _working(self, message: SlackMessage) -> AsyncIterator[None]:
+        async with self._indicator.shown(message):
+            await self._titles.title(message)
+            yield
 
     async def _remember_thread(self, message: SlackMessage) -> None:
         flag = message.participation_flag
@@ -143,8 +154,10 @@ class SlackListeners:
         access: SlackAccess,
         on_outcome: OutcomeHook | None = None,
         approvals: ApprovalClicks | None = None,
+        assistant: AssistantThreads | None = None,
     ) -> None:
         self._approvals = approvals
+        self._assistant = assistant
         self._access = access
         self._delivery = delivery
         self._writers = writers
@@ -163,6 +176,8 @@ class SlackListeners:
         app.command("/usage")(self.on_command)
         if self._approvals is not None:
             self._approvals.register(app)
+        if self._assistant is not None:
+            self._assistant.register(app)
 
     async def on_event(self, body: dict[str, Any], context: AsyncBoltContext, request: AsyncBoltRequest) -> None:
         message = message_from_event(

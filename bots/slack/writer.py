@@ -19,7 +19,7 @@ another process (`resume`) edits the message the first owner posted instead of p
 
 from __future__ import annotations
 
-__all__ = ["REPLY_EVENT", "TRANSPORT_ERRORS", "SlackReply", "error_code"]
+__all__ = ["REPLY_EVENT", "THINKING", "TRANSPORT_ERRORS", "SlackReply", "error_code"]
 
 import contextlib
 import logging
@@ -43,6 +43,7 @@ from bots.slack.text import (
     preview,
     stable_prefix,
 )
+from core.agent_turn import running_tools
 from core.approvals import outcome_text
 from core.chunking import split_message
 from core.store.approvals import ApprovalRecord
@@ -56,6 +57,8 @@ _MIN_PART_CHARS = 500
 REPLY_EVENT = "chat_gateway_reply"
 _POST_TRIES = 3
 _LEDGER_PAGE = 100
+THINKING = "is thinking…"  # an assistant thread's status line while the model works
+_STATUS_CHARS = 60
 
 
 def error_code(exc: SlackApiError) -> str:
@@ -88,6 +91,7 @@ class SlackReply:
         message_key: str = "",
         working: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None,
         on_posted: Callable[[], Awaitable[None]] | None = None,
+        on_status: Callable[[str], Awaitable[None]] | None = None,
         allow_user_mentions: bool = False,
     ) -> None:
         self._allow_mentions = allow_user_mentions
@@ -108,6 +112,8 @@ class SlackReply:
         self._message_key = message_key
         self._working = working
         self._on_posted = on_posted
+        self._on_status = on_status
+        self._status: str | None = None  # the status line progress last asked for
         self._parts_posted = 0
         self._resumed = False
         self.posted: list[str] = []
@@ -154,6 +160,7 @@ class SlackReply:
 
     async def progress(self, text: str) -> None:
         """Show the text so far; never raises for Slack's errors (progress pauses or stops instead)."""
+        await self._show_status(text)
         if not self._progressing or time.monotonic() < self._paused_until:
             return
         try:
@@ -192,6 +199,16 @@ class SlackReply:
             await self._write(part, None)
         if self._on_posted is not None:
             await self._on_posted()
+
+    async def _show_status(self, text: str) -> None:
+        """Name the tool being run in the thread's status line; back to thinking once it is done."""
+        if self._on_status is None:
+            return
+        tools = running_tools(text)
+        status = f"is running {tools}"[:_STATUS_CHARS] + "…" if tools else (THINKING if self._status else None)
+        if status is not None and status != self._status:
+            self._status = status if tools else None
+            await self._on_status(status)
 
     async def _stream_progress(self, text: str) -> None:
         shown = stable_prefix(self._neutralise(text)[: self._part_chars])

@@ -16,6 +16,7 @@ from core.turns import IncomingMessage
 from tests.conftest import make_settings, openai_client
 from tests.fakes.openai_server import Delay, FakeOpenAI, Hang, Reply, Status
 from tests.support.delivery import Runtime, start_runtime, stop_runtime
+from tests.support.waiting import in_one_rate_window
 
 RuntimeFactory = Callable[..., Awaitable[Runtime]]
 _counter = iter(range(1_000_000))
@@ -210,6 +211,7 @@ async def test_an_oversized_message_gets_a_clear_reply_and_is_not_stored(runtime
 async def test_the_rate_limit_answers_once_per_window_then_stays_quiet(
     runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
 ) -> None:
+    await in_one_rate_window()
     rt = await runtime_factory(rate_limit_per_minute=2)
     texts = [await rt.ask(msg(f"m{i}")) for i in range(3)]
     assert texts[:2] == ["echo: m0", "echo: m1"] and "faster than I can answer" in texts[2]
@@ -332,6 +334,7 @@ async def test_bots_get_at_most_max_bot_turns_in_a_row_and_a_human_message_reset
 
 
 async def test_a_bot_over_a_limit_gets_no_notice(runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI) -> None:
+    await in_one_rate_window()
     rt = await runtime_factory(memory_scope="channel", rate_limit_per_minute=1, max_input_chars=50)
     first, fast, long = (msg(t, user="B1", from_bot=True) for t in ("one", "two", "x" * 51))
     for message in (first, fast, long):
@@ -345,6 +348,7 @@ async def test_a_bot_over_a_limit_gets_no_notice(runtime_factory: RuntimeFactory
 async def test_commands_count_against_the_rate_limit_and_are_refused_over_it(
     runtime_factory: RuntimeFactory, fake_openai: FakeOpenAI
 ) -> None:
+    await in_one_rate_window()
     rt = await runtime_factory(rate_limit_per_minute=2)
     assert await rt.ask(msg("m0")) == "echo: m0"
     assert "I remember 2 messages" in await rt.ask(msg("memory"))

@@ -18,6 +18,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from bots.discord_adapter import DiscordAdapter
+from core.attachments import FileFetcher
 from core.delivery import Delivery, ReplyWriter, WriterFactory
 from core.gateway import Gateway
 from core.llm import OpenAIChatModel
@@ -162,8 +163,8 @@ class RecordingDelivery(Delivery):
         self.received.put_nowait((incoming, outcome))
         return outcome
 
-    def serve(self, platform: str, writers: WriterFactory) -> None:
-        super().serve(platform, lambda incoming: RecordedWriter(writers(incoming), incoming, self.replies))
+    def serve(self, platform: str, writers: WriterFactory, *, files: FileFetcher | None = None) -> None:
+        super().serve(platform, lambda incoming: RecordedWriter(writers(incoming), incoming, self.replies), files=files)
 
     async def next_received(self, timeout: float = WAIT_SECONDS) -> tuple[IncomingMessage, str]:
         return await asyncio.wait_for(self.received.get(), timeout)

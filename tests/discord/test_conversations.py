@@ -37,6 +37,7 @@ async def test_guild_mention_is_answered_with_a_reply_that_pings_nobody(bot: Bot
         "trigger": "mention", "channel_id": str(CHANNEL_ID), "message_id": str(asked), "guild_id": str(GUILD_ID),
     }  # fmt: skip
     assert IncomingMessage.from_json(incoming.to_json()) == incoming  # what the inbox keeps, whole
+    assert not incoming.is_dm and incoming.workspace_id == str(GUILD_ID)
     assert bot.gateway.thread_id(incoming) == f"user_{ALICE_ID}_session_{CHANNEL_ID}"
     assert await bot.history() == ["hello there", "echo: hello there"]
 
@@ -54,7 +55,10 @@ async def test_direct_message_is_answered_without_a_mention(bot: Bot) -> None:
     assert posted.channel_id == DM_CHANNEL_ID and posted.content == "echo: psst"
     assert posted.allowed_mentions == NO_PINGS
     incoming = (await bot.next_reply()).incoming
-    assert incoming.metadata == {"trigger": "dm", "channel_id": str(DM_CHANNEL_ID), "message_id": str(asked)}
+    assert incoming.metadata == {
+        "trigger": "dm", "channel_id": str(DM_CHANNEL_ID), "message_id": str(asked), "is_dm": "1",
+    }  # fmt: skip
+    assert incoming.is_dm and incoming.workspace_id is None
     assert await bot.history(channel_id=DM_CHANNEL_ID) == ["psst", "echo: psst"]
 
 

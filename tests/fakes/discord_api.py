@@ -18,11 +18,17 @@ a wrong token gets 401, which discord.py turns into ``LoginFailure``):
     PATCH  /channels/{cid}/messages/{mid}                only the bot's own messages (else 403 50005)
     DELETE /channels/{cid}/messages/{mid}
     POST   /channels/{cid}/typing                        204
+    POST   /channels/{cid}/messages/{mid}/threads        a public thread on a text channel's message: its ID is the
+                                                         message's, THREAD_CREATE is dispatched; a second one for
+                                                         the same message 400 code 160004, a name over 100 chars 50035
     PUT    /channels/{cid}/messages/{mid}/reactions/{emoji}/@me
     GET|PUT /applications/{app}/commands, /applications/{app}/guilds/{gid}/commands   (bulk overwrite)
     POST   /interactions/{iid}/{token}/callback          honours ?with_response=1 like Discord
     POST   /webhooks/{app}/{token}                       interaction follow-ups (?wait=1 returns the message)
     PATCH  /webhooks/{app}/{token}/messages/@original    edit the interaction's original response
+CDN, outside the API prefix and without auth, like Discord's signed attachment URLs:
+    GET    /attachments/{aid}/{filename}                 the bytes of a user's attachment (FakeAttachment); 404
+                                                         for one not known (an expired link)
 Message content over 2,000 characters gets 400 code 50035, an empty message 400 code 50006. Failures can be
 scripted per route with :meth:`FakeDiscord.fail_next`; a 429 carries the body and headers discord.py needs
 before it retries (``retry_after``, ``global``, ``X-RateLimit-*`` and a ``Via`` header: without ``Via``
@@ -58,8 +64,10 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_TOKEN",
     "EPHEMERAL",
+    "FakeAttachment",
     "MAX_CONTENT_LENGTH",
     "MAX_NONCE_LENGTH",
+    "MAX_THREAD_NAME_LENGTH",
     "CommandSync",
     "DeduplicatedSend",
     "Dispatch",
@@ -104,6 +112,7 @@ _T = TypeVar("_T")
 DEFAULT_TOKEN: Final = "fake-bot-token"
 DEFAULT_BOT_USER_ID: Final = 1_100_000_000_000_000_001
 MAX_CONTENT_LENGTH: Final = 2000
+MAX_THREAD_NAME_LENGTH: Final = 100
 MAX_NONCE_LENGTH: Final = 25
 EPHEMERAL: Final = 1 << 6
 _LOADING: Final = 1 << 7
@@ -156,6 +165,17 @@ class _Op(enum.IntEnum):
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Records handed to tests
+
+
+@dataclass(frozen=True)
+class FakeAttachment:
+    """A file a user attaches: served at its CDN URL. ``size`` overrides the declared size (default: the data's);
+    ``content_type`` None leaves the field out, as Discord does for types it does not recognise."""
+
+    filename: str
+    data: bytes = b""
+    content_type: str | None = None
+    size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -654,6 +674,9 @@ class FakeDiscord:
         self.deduplicated_sends: list[DeduplicatedSend] = []
         self.lost_responses: list[LostResponse] = []
         self.typing_calls: list[int] = []
+        self.created_threads: list[int] = []  # thread IDs created through the API, in order
+        self.attachment_files: dict[int, FakeAttachment] = {}
+        self.downloads: list[str] = []  # attachment URLs paths fetched, in order
         self.reactions: list[tuple[int, int, str]] = []
         self.deleted_messages: list[tuple[int, int]] = []
         self.presence_updates: list[JSONObject] = []
@@ -930,7 +953,7 @@ class FakeDiscord:
         message_reference: int | None = None,
         author_bot: bool = False,
         reply_ping: bool = True,
-        attachments: Sequence[str] = (),
+        attachments: Sequence[str | FakeAttachment] = (),
     ) -> int:
         """Dispatch MESSAGE_CREATE for a message a user wrote; returns the new message id.
 
@@ -1469,17 +1492,39 @@ class FakeDiscord:
         }
 
     def _user_message_json(
-        self, channel: _Channel, author: _User, content: str, author_bot: bool, attachments: Sequence[str]
+        self,
+        channel: _Channel,
+        author: _User,
+        content: str,
+        author_bot: bool,
+        attachments: Sequence[str | FakeAttachment],
     ) -> JSONObject:
         message = self._base_message_json(channel, author, content)
         message["author"]["bot"] = author.bot or author_bot
-        message["attachments"] = [self._attachment_json(name, 0) for name in attachments]
+        message["attachments"] = [self._user_attachment_json(item) for item in attachments]
         return message
+
+    def _user_attachment_json(self, item: str | FakeAttachment) -> JSONObject:
+        if isinstance(item, str):
+            return self._attachment_json(item, 0)
+        size = item.size if item.size is not None else len(item.data)
+        attachment = self._attachment_json(item.filename, size)
+        if item.content_type is not None:
+            attachment["content_type"] = item.content_type
+        self.attachment_files[int(attachment["id"])] = item
+        return attachment
 
     def _attachment_json(self, filename: str, size: int) -> JSONObject:
         attachment_id = self._next_snowflake()
         url = f"http://127.0.0.1:{self.port}/attachments/{attachment_id}/{filename}"
         return {"id": str(attachment_id), "filename": filename, "size": size, "url": url, "proxy_url": url}
+
+    async def _get_attachment(self, request: web.Request) -> web.StreamResponse:
+        self.downloads.append(request.path)
+        item = self.attachment_files.get(int(request.match_info["attachment_id"]))
+        if item is None or item.filename != request.match_info["filename"]:
+            return web.Response(status=404, text="This content is no longer available.")
+        return web.Response(body=item.data, headers={"Content-Type": item.content_type or "application/octet-stream"})
 
     def _attach_reference(
         self, message: JSONObject, channel: _Channel, guild_id: int | None, referenced_id: int
@@ -1533,6 +1578,7 @@ class FakeDiscord:
             ("DELETE", "/channels/{channel_id}/messages/{message_id}", self._delete_message),
             ("PUT", "/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", self._add_reaction),
             ("POST", "/channels/{channel_id}/typing", self._typing),
+            ("POST", "/channels/{channel_id}/messages/{message_id}/threads", self._start_thread_from_message),
             ("GET", "/applications/{application_id}/commands", self._get_commands),
             ("PUT", "/applications/{application_id}/commands", self._put_commands),
             ("GET", "/applications/{application_id}/guilds/{guild_id}/commands", self._get_commands),
@@ -1543,6 +1589,7 @@ class FakeDiscord:
         ]
         for method, path, handler in routes:
             app.router.add_route(method, api + path, handler)
+        app.router.add_get("/attachments/{attachment_id:\\d+}/{filename}", self._get_attachment)
 
     @web.middleware
     async def _api_middleware(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
@@ -1841,6 +1888,27 @@ class FakeDiscord:
         self.typing_calls.append(channel.id)
         self.typing.put_nowait(channel.id)
         return web.Response(status=204)
+
+    async def _start_thread_from_message(self, request: web.Request) -> web.Response:
+        channel = self._require_channel(request)
+        message = self._require_message(request, channel)
+        if channel.type != _CHANNEL_GUILD_TEXT:
+            raise _ApiError(400, 50024, "Cannot execute action on this channel type")
+        name = str(self._json_object(request).get("name") or "")
+        if not 1 <= len(name) <= MAX_THREAD_NAME_LENGTH:
+            raise _form_error(
+                "name", "BASE_TYPE_BAD_LENGTH", f"Must be between 1 and {MAX_THREAD_NAME_LENGTH} in length."
+            )
+        thread_id = int(message["id"])  # Discord gives a thread started from a message that message's ID
+        if thread_id in self._channels:
+            raise _ApiError(400, 160004, "A thread has already been created for this message")
+        thread = _Channel(
+            thread_id, _CHANNEL_PUBLIC_THREAD, name, channel.guild_id, parent_id=channel.id, owner_id=self.bot_user_id
+        )
+        self._add_guild_channel(thread, "THREAD_CREATE")
+        self.created_threads.append(thread_id)
+        self._notify()
+        return _json_response({**self._channel_json(thread), "guild_id": str(channel.guild_id)}, status=201)
 
     def _bot_message_json(self, channel: _Channel, body: JSONObject, files: Sequence[tuple[str, int]]) -> JSONObject:
         message = self._base_message_json(channel, self._bot, str(body.get("content") or ""))

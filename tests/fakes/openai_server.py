@@ -67,6 +67,11 @@ OpenAI's request rules
     ``fake.context_window = n`` refuses requests whose messages hold more than
     ``n`` words (tool-call arguments included) with ``context_length_exceeded``.
 
+    ``fake.vision = False`` refuses any request carrying an ``image_url`` part
+    with the 400 a text-only llama.cpp server answers (no ``--mmproj``):
+    ``image input is not supported - hint: if this is unexpected, you may
+    need to provide the mmproj``.
+
     ``fake.fail_all(status)`` makes every request on every route fail with
     that status (``int`` or :class:`Status`) without consuming scripts, until
     ``fake.reset()``. ``fake.reset()`` also drops queued scripts and any
@@ -98,6 +103,7 @@ __all__ = [
     "Status",
     "ToolCalls",
     "echo_last_user_message",
+    "image_parts",
 ]
 
 import asyncio
@@ -265,6 +271,7 @@ class FakeOpenAI:
         self.api_key = api_key
         self.context_window: int | None = None
         self.report_usage = True
+        self.vision = True
         self.requests: list[RecordedRequest] = []
         self.received: asyncio.Queue[RecordedRequest] = asyncio.Queue()
         self._shutdown_timeout = shutdown_timeout
@@ -409,7 +416,12 @@ class FakeOpenAI:
         request_id = self._next_request_id()
         if body is None:
             return _error_response(Status(400, message="We could not parse the JSON body of your request."), request_id)
-        refusal = _tool_rule_error(record.messages) or _parameter_error(body) or self._length_error(record.messages)
+        refusal = (
+            _tool_rule_error(record.messages)
+            or _parameter_error(body)
+            or self._image_error(record.messages)
+            or self._length_error(record.messages)
+        )
         if refusal is not None:
             return _error_response(refusal, request_id)
         # Consume the script before any await so request order decides which
@@ -430,6 +442,12 @@ class FakeOpenAI:
         if isinstance(outcome, Garbage):
             return _garbage_response(outcome, request_id)
         return web.json_response(self._completion(body, outcome), headers=_id_header(request_id))
+
+    def _image_error(self, messages: list[JSONObject]) -> Status | None:
+        if self.vision or not any(image_parts(message) for message in messages):
+            return None
+        message = "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj"
+        return Status(400, message=message)
 
     def _length_error(self, messages: list[JSONObject]) -> Status | None:
         if self.context_window is None:
@@ -589,6 +607,18 @@ def _message_text(message: Mapping[str, Any]) -> str:
         texts = (part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
         return "".join(texts)
     return ""
+
+
+def image_parts(message: Mapping[str, Any]) -> list[str]:
+    """The ``image_url`` URLs of a message whose content is a list of parts."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return []
+    return [
+        str((part.get("image_url") or {}).get("url", ""))
+        for part in content
+        if isinstance(part, dict) and part.get("type") == "image_url"
+    ]
 
 
 def _tool_rule_error(messages: list[JSONObject]) -> Status | None:

@@ -14,9 +14,9 @@ Wire facts this fake relies on (read from slack_sdk's source, not guessed):
 * ``AsyncWebClient`` builds URLs with ``urllib.parse.urljoin(base_url, method)``, so the
   base URL must end in ``/`` (``api_url`` does); without it the ``api`` segment is dropped.
 * Methods with blocks (chat.postMessage/update/postEphemeral, the stream methods,
-  assistant.threads.setStatus) send a JSON body; ``params`` methods (auth.test, chat.delete,
-  reactions.*, apps.connections.open) POST with arguments in the *query string* and an
-  empty form body; conversations.replies and users.info are GETs. The token always travels
+  assistant.threads.setStatus/setSuggestedPrompts) send a JSON body; ``params`` methods (auth.test,
+  chat.delete, reactions.*, apps.connections.open, assistant.threads.setTitle) POST with arguments
+  in the *query string* and an empty form body; conversations.replies and users.info are GETs. The token always travels
   as ``Authorization: Bearer ...``. The fake merges query, form and JSON arguments and
   decodes JSON-encoded ``blocks``/``attachments``/``chunks``/``metadata`` so ``Call.args``
   looks the same whichever encoding the client chose.
@@ -25,6 +25,14 @@ Wire facts this fake relies on (read from slack_sdk's source, not guessed):
   manifest subscribes to the event type, which the fake does not model): everywhere else, the
   chat.postMessage/update answers included, a message carries ``{"event_type": ...}`` alone.
   chat.update keeps the old metadata unless it is given some; ``{}`` removes it.
+
+Files: :meth:`FakeSlack.add_file` keeps a file and returns the object Slack puts in a message event's
+``files``; its ``url_private_download`` (and ``url_private``) is served on the fake only to
+``Authorization: Bearer xoxb-...`` while the app has the ``files:read`` scope (``FakeSlack.scopes``).
+Otherwise Slack does not refuse with an error: it answers 200 with its HTML sign-in page, and so does
+the fake. Every download is recorded in ``FakeSlack.downloads``. ``files.info`` describes a kept file
+(``missing_scope`` without files:read); :meth:`FakeSlack.unlinked` gives the link-less form Slack Connect
+events carry.
 
 Faults: :meth:`FakeSlack.fail_next` refuses a call (nothing happens); :meth:`FakeSlack.lose_responses`
 and :meth:`FakeSlack.drop_responses` let a call take effect and then lose its answer, the case a
@@ -43,6 +51,7 @@ __all__ = [
     "DEFAULT_TEAM_ID",
     "DEFAULT_USER_ID",
     "MAX_BLOCKS",
+    "MAX_SUGGESTED_PROMPTS",
     "MAX_MARKDOWN_BLOCKS_LENGTH",
     "MAX_STREAM_MARKDOWN_LENGTH",
     "MAX_TEXT_LENGTH",
@@ -52,11 +61,13 @@ __all__ = [
     "Call",
     "EphemeralMessage",
     "Envelope",
+    "FileDownload",
     "FakeSlack",
     "JsonDict",
     "Message",
     "User",
     "app_mention",
+    "assistant_thread_started",
     "bot_message",
     "channel_message",
     "event_callback",
@@ -109,9 +120,16 @@ DEFAULT_IM_CHANNEL_ID = "D1"
 VERIFICATION_TOKEN = "fake-verification-token"
 
 _TEAM_DOMAIN = "fake-team"
-_OAUTH_SCOPES = "app_mentions:read,assistant:write,channels:history,chat:write,im:history,reactions:write,users:read"
+_OAUTH_SCOPES = (
+    "app_mentions:read,assistant:write,channels:history,chat:write,files:read,im:history,reactions:write,users:read"
+)
+_SIGN_IN_PAGE = (
+    '<!DOCTYPE html><html lang="en-US"><head><title>Slack</title></head>'
+    '<body><h1>Sign in to Fake Team</h1><form action="/signin" method="post"></form></body></html>'
+)
 _APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
-_JSON_ENCODED_ARGS = ("blocks", "attachments", "chunks", "metadata", "loading_messages")
+_JSON_ENCODED_ARGS = ("blocks", "attachments", "chunks", "metadata", "loading_messages", "prompts")
+MAX_SUGGESTED_PROMPTS = 4  # assistant.threads.setSuggestedPrompts takes "up to four"
 _MENTION = re.compile(r"<@([A-Z0-9]+)>")
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_-]+")
 _TS_ARG = re.compile(r"\d+(\.\d{1,6})?")
@@ -198,6 +216,23 @@ class Message:
         if self.streamed or not self.blocks:
             return "\n".join(t for t in (self.text, block_text) if t)
         return block_text
+
+
+@dataclass(frozen=True)
+class FileDownload:
+    """One GET of a file URL: the token it carried (None: no Authorization) and whether the file was served."""
+
+    file_id: str
+    token: str | None
+    served: bool
+
+
+@dataclass(frozen=True)
+class _File:
+    id: str
+    name: str
+    data: bytes
+    mimetype: str
 
 
 @dataclass(frozen=True)
@@ -639,6 +674,35 @@ def bot_message(
     return event
 
 
+def assistant_thread_started(
+    *,
+    user: str = DEFAULT_USER_ID,
+    channel: str = DEFAULT_IM_CHANNEL_ID,
+    thread_ts: str | None = None,
+    context_channel: str | None = DEFAULT_CHANNEL_ID,
+    team: str = DEFAULT_TEAM_ID,
+) -> JsonDict:
+    """The ``assistant_thread_started`` event: the user opened the app's assistant view (a DM thread).
+
+    The user's messages in that thread then arrive as ``message`` events in the DM (``im_message`` with
+    ``thread_ts``), the bot's replies as messages with ``bot_id`` in the same thread.
+    """
+    context: JsonDict = {"team_id": team, "enterprise_id": None}
+    if context_channel is not None:
+        context["channel_id"] = context_channel
+    ts = next_ts()
+    return {
+        "type": "assistant_thread_started",
+        "assistant_thread": {
+            "user_id": user,
+            "context": context,
+            "channel_id": channel,
+            "thread_ts": thread_ts or ts,
+        },
+        "event_ts": ts,
+    }
+
+
 def event_callback(
     event: JsonDict,
     event_id: str | None = None,
@@ -734,12 +798,18 @@ class FakeSlack:
         self.acks: list[Ack] = []
         self.envelopes: list[Envelope] = []
         self.ephemeral_messages: list[EphemeralMessage] = []
+        self.scopes: set[str] = set(_OAUTH_SCOPES.split(","))
+        self.downloads: list[FileDownload] = []
+        self._files: dict[str, _File] = {}
+        self._file_objects: dict[str, JsonDict] = {}
         self._call_queues: defaultdict[str, asyncio.Queue[Call]] = defaultdict(asyncio.Queue)
         self._failures: defaultdict[str, list[_ScriptedFailure]] = defaultdict(list)
         self._lost: defaultdict[str, list[_LostResponse]] = defaultdict(list)
         self._channels: defaultdict[str, dict[str, Message]] = defaultdict(dict)
         self._reactions: defaultdict[tuple[str, str], dict[str, list[str]]] = defaultdict(dict)
         self._assistant_status: dict[tuple[str, str], str] = {}
+        self._assistant_titles: dict[tuple[str, str], str] = {}
+        self._suggested_prompts: dict[tuple[str, str], list[JsonDict]] = {}
         self._users: dict[str, User] = {}
         self._members: dict[str, list[str]] = {}
         self._tickets: set[str] = set()
@@ -758,6 +828,8 @@ class FakeSlack:
             "reactions.add": self._reactions_add,
             "reactions.remove": self._reactions_remove,
             "assistant.threads.setStatus": self._assistant_set_status,
+            "assistant.threads.setTitle": self._assistant_set_title,
+            "assistant.threads.setSuggestedPrompts": self._assistant_set_suggested_prompts,
             "chat.startStream": self._chat_start_stream,
             "chat.appendStream": self._chat_append_stream,
             "chat.stopStream": self._chat_stop_stream,
@@ -766,6 +838,7 @@ class FakeSlack:
             "conversations.members": self._conversations_members,
             "apps.connections.open": self._apps_connections_open,
             "users.info": self._users_info,
+            "files.info": self._files_info,
         }
         self.add_user(bot_user_id, name=bot_name, is_bot=True)
 
@@ -788,6 +861,8 @@ class FakeSlack:
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_get("/socket", self._handle_socket)
         app.router.add_post("/response/{hook}", self._handle_response_url)
+        app.router.add_get("/files-pri/{team_file}/download/{name}", self._handle_file)
+        app.router.add_get("/files-pri/{team_file}/{name}", self._handle_file)
         app.router.add_route("*", "/{tail:.*}", self._handle_stray_path)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -882,6 +957,12 @@ class FakeSlack:
     def assistant_status(self, channel: str, thread_ts: str) -> str | None:
         return self._assistant_status.get((channel, thread_ts))
 
+    def assistant_title(self, channel: str, thread_ts: str) -> str | None:
+        return self._assistant_titles.get((channel, thread_ts))
+
+    def suggested_prompts(self, channel: str, thread_ts: str) -> list[JsonDict] | None:
+        return self._suggested_prompts.get((channel, thread_ts))
+
     def add_message(
         self,
         channel: str,
@@ -923,6 +1004,30 @@ class FakeSlack:
         )
         self._users[user_id] = user
         return user
+
+    def add_file(
+        self, name: str, data: bytes, *, mimetype: str, filetype: str | None = None, size: int | None = None
+    ) -> JsonDict:
+        """Keep a file; returns its object as a message event's ``files`` carries it (``size``: declared)."""
+        file_id = f"F{uuid.uuid4().hex[:10].upper()}"
+        self._files[file_id] = _File(file_id, name, data, mimetype)
+        base = f"{self.base_url}files-pri/{self.team_id}-{file_id}"
+        self._file_objects[file_id] = {
+            "id": file_id, "created": int(time.time()), "timestamp": int(time.time()), "name": name, "title": name,
+            "mimetype": mimetype, "filetype": filetype or name.rpartition(".")[2].lower(), "pretty_type": mimetype,
+            "user": DEFAULT_USER_ID, "user_team": self.team_id, "editable": False,
+            "size": len(data) if size is None else size, "mode": "hosted", "is_external": False,
+            "external_type": "", "is_public": False, "public_url_shared": False, "display_as_bot": False,
+            "username": "", "url_private": f"{base}/{name}", "url_private_download": f"{base}/download/{name}",
+            "permalink": f"https://{_TEAM_DOMAIN}.slack.com/files/{DEFAULT_USER_ID}/{file_id}/{name}",
+            "is_starred": False, "has_rich_preview": False, "file_access": "visible",
+        }  # fmt: skip
+        return copy.deepcopy(self._file_objects[file_id])
+
+    @staticmethod
+    def unlinked(file: JsonDict) -> JsonDict:
+        """The file as events in Slack Connect channels name it: its ID alone, to look up with files.info."""
+        return {"id": file["id"], "mode": "hosted", "file_access": "check_file_info"}
 
     def set_members(self, channel: str, users: list[str]) -> None:
         """Who is in ``channel``, as conversations.members reports it."""
@@ -980,7 +1085,7 @@ class FakeSlack:
         handler = self._handlers.get(method)
         if handler is None:
             return 404, {"ok": False, "error": "unknown_method", "req_method": method}, {}
-        headers = {"X-OAuth-Scopes": _OAUTH_SCOPES}
+        headers = {"X-OAuth-Scopes": ",".join(sorted(self.scopes))}
         try:
             _check_token(method, token)
             return 200, {"ok": True, **handler(args)}, headers
@@ -997,6 +1102,19 @@ class FakeSlack:
         headers = CIMultiDictProxy(CIMultiDict(request.headers))
         call = Call("response_url", args, headers, None, request.method, 200, {"ok": True})
         return await self._answer_then_record(request, call)
+
+    async def _handle_file(self, request: web.Request) -> web.StreamResponse:
+        token = _extract_token(request.headers, {})
+        file_id = request.match_info["team_file"].rpartition("-")[2]
+        stored = self._files.get(file_id)
+        if stored is None or stored.name != request.match_info["name"]:
+            self.downloads.append(FileDownload(file_id, token, served=False))
+            return web.Response(status=404, text="file not found")
+        allowed = token is not None and token.startswith("xoxb-") and "files:read" in self.scopes
+        self.downloads.append(FileDownload(file_id, token, served=allowed))
+        if not allowed:  # Slack's answer to a download it will not serve: its sign-in page, 200
+            return web.Response(text=_SIGN_IN_PAGE, content_type="text/html", charset="utf-8")
+        return web.Response(body=stored.data, content_type=stored.mimetype)
 
     async def _handle_stray_path(self, request: web.Request) -> web.StreamResponse:
         # Most often a base_url without its trailing slash; say so instead of a bare 404.
@@ -1075,6 +1193,22 @@ class FakeSlack:
         self._assistant_status[(channel, thread_ts)] = str(args.get("status", ""))
         return {}
 
+    def _assistant_set_title(self, args: JsonDict) -> JsonDict:
+        channel, thread_ts = _channel(args, "channel_id"), _required(args, "thread_ts")
+        self._assistant_titles[(channel, thread_ts)] = _required(args, "title")
+        return {}
+
+    def _assistant_set_suggested_prompts(self, args: JsonDict) -> JsonDict:
+        channel, thread_ts = _channel(args, "channel_id"), _required(args, "thread_ts")
+        prompts = args.get("prompts")
+        well_formed = isinstance(prompts, list) and all(
+            isinstance(p, dict) and p.get("title") and p.get("message") for p in prompts
+        )
+        if not well_formed or not prompts or len(prompts) > MAX_SUGGESTED_PROMPTS:
+            raise _ApiError("invalid_arguments")
+        self._suggested_prompts[(channel, thread_ts)] = list(prompts)
+        return {}
+
     def _chat_start_stream(self, args: JsonDict) -> JsonDict:
         channel, thread_ts = _channel(args), _required(args, "thread_ts")
         text, chunks = _stream_content(args)
@@ -1146,6 +1280,14 @@ class FakeSlack:
         ticket = uuid.uuid4().hex
         self._tickets.add(ticket)
         return {"url": f"ws://127.0.0.1:{self.port}/socket?ticket={ticket}&app_id={self.app_id}"}
+
+    def _files_info(self, args: JsonDict) -> JsonDict:
+        if "files:read" not in self.scopes:
+            raise _ApiError("missing_scope", needed="files:read", provided=",".join(sorted(self.scopes)))
+        found = self._file_objects.get(_required(args, "file"))
+        if found is None:
+            raise _ApiError("file_not_found")
+        return {"file": copy.deepcopy(found), "comments": [], "response_metadata": {"next_cursor": ""}}
 
     def _users_info(self, args: JsonDict) -> JsonDict:
         user_id = _required(args, "user")

@@ -17,6 +17,7 @@ from tests.fakes.discord_api import (
     DEFAULT_TOKEN,
     EPHEMERAL,
     MAX_NONCE_LENGTH,
+    MAX_THREAD_NAME_LENGTH,
     FakeDiscord,
     Intent,
     LostResponse,
@@ -228,6 +229,28 @@ async def test_dm_and_thread_messages(fake: FakeDiscord, bot: RecordingClient) -
     await fake.send_message_create(channel_id=THREAD_ID, author_id=BOB_ID, content="in a thread")
     threaded = await bot.next_message()
     assert isinstance(threaded.channel, discord.Thread) and threaded.channel.parent_id == CHANNEL_ID
+
+
+async def test_a_thread_on_a_message_takes_its_id_and_a_second_one_is_refused(
+    fake: FakeDiscord, bot: RecordingClient
+) -> None:
+    message_id = await fake.send_message_create(channel_id=CHANNEL_ID, author_id=ALICE_ID, content="a question")
+    await bot.next_message()
+    channel = bot.get_channel(CHANNEL_ID)
+    assert isinstance(channel, discord.TextChannel)
+    thread = await channel.get_partial_message(message_id).create_thread(name="a question")
+    assert thread.id == message_id and thread.parent_id == CHANNEL_ID and thread.owner_id == BOT_ID
+    await fake.send_message_create(channel_id=message_id, author_id=ALICE_ID, content="in it")
+    inside = await bot.next_message()  # THREAD_CREATE came first: discord.py knows the thread
+    assert isinstance(inside.channel, discord.Thread) and inside.channel.owner_id == BOT_ID
+
+    with pytest.raises(discord.HTTPException) as again:
+        await channel.get_partial_message(message_id).create_thread(name="again")
+    assert (again.value.status, again.value.code) == (400, 160004)
+    with pytest.raises(discord.HTTPException) as long_name:
+        await channel.get_partial_message(message_id).create_thread(name="x" * (MAX_THREAD_NAME_LENGTH + 1))
+    assert long_name.value.code == 50035
+    assert fake.created_threads == [message_id]
 
 
 async def test_reply_to_bot_message_carries_referenced_message(fake: FakeDiscord, bot: RecordingClient) -> None:

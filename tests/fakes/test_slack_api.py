@@ -34,10 +34,12 @@ from tests.fakes.slack_api import (
     CHANNEL_NOT_FOUND,
     MAX_BLOCKS,
     MAX_MARKDOWN_BLOCKS_LENGTH,
+    MAX_SUGGESTED_PROMPTS,
     MAX_TEXT_LENGTH,
     USER_NOT_FOUND,
     FakeSlack,
     app_mention,
+    assistant_thread_started,
     channel_message,
     event_callback,
     im_message,
@@ -260,6 +262,22 @@ async def test_thread_replies_users_and_assistant_status(slack: FakeSlack, clien
     slack.add_user("U1", name="alice", real_name="Alice Liddell", display_name="ali")
     user = (await client.users_info(user="U1"))["user"]
     assert (user["name"], user["real_name"], user["profile"]["display_name"]) == ("alice", "Alice Liddell", "ali")
+
+
+async def test_assistant_thread_title_and_suggested_prompts(slack: FakeSlack, client: AsyncWebClient) -> None:
+    thread = assistant_thread_started(channel="D1")["assistant_thread"]
+    prompts = [{"title": "Hi", "message": "Say hi"}]
+    await client.assistant_threads_setSuggestedPrompts(channel_id="D1", thread_ts=thread["thread_ts"], prompts=prompts)
+    await client.assistant_threads_setTitle(channel_id="D1", thread_ts=thread["thread_ts"], title="Greetings")
+    assert slack.suggested_prompts("D1", thread["thread_ts"]) == prompts
+    assert slack.assistant_title("D1", thread["thread_ts"]) == "Greetings"
+    assert slack.calls_to("assistant.threads.setTitle")[0].args["title"] == "Greetings"  # sent as query params
+    with pytest.raises(SlackApiError) as caught:
+        too_many = prompts * (MAX_SUGGESTED_PROMPTS + 1)
+        await client.assistant_threads_setSuggestedPrompts(
+            channel_id="D1", thread_ts=thread["thread_ts"], prompts=too_many
+        )
+    assert caught.value.response["error"] == "invalid_arguments"
 
 
 async def test_post_ephemeral(slack: FakeSlack, client: AsyncWebClient) -> None:

@@ -8,6 +8,7 @@ from bots.slack.access import parse_channel_ids
 from core.errors import ConfigError
 from tests.fakes.slack_api import app_mention, im_message
 from tests.slack.conftest import StartSlack
+from tests.support.waiting import in_one_rate_window
 
 NOT_HERE = "I'm not enabled in this channel."
 
@@ -65,6 +66,7 @@ def test_channel_ids_are_parsed_and_a_channel_name_is_refused() -> None:
 
 
 async def test_over_the_rate_limit_one_notice_per_window_and_no_other_slack_call(start_slack: StartSlack) -> None:
+    await in_one_rate_window()
     rig = await start_slack(rate_limit_per_minute=2)
     for text in ("one", "two", "three", "four", "help"):
         await rig.deliver(im_message(text))

@@ -110,4 +110,6 @@ def test_manifest_asks_for_what_the_adapter_uses() -> None:
     items = {line.split("#")[0].strip().removeprefix("- ") for line in manifest.splitlines()}
     scopes = {"app_mentions:read", "channels:history", "groups:history", "im:history", "chat:write", "reactions:write"}
     events = {"app_mention", "message.channels", "message.groups", "message.im"}
-    assert scopes | events | {"commands", "command: /reset", "command: /usage", "socket_mode_enabled: true"} <= items
+    assistant = {"assistant_view:", "assistant:write", "assistant_thread_started", "assistant_thread_context_changed"}
+    commands = {"commands", "command: /reset", "command: /usage", "socket_mode_enabled: true"}
+    assert scopes | events | assistant | commands <= items
