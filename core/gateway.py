@@ -14,13 +14,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from core.agent import Agent, AgentResponse, ChatModel
 from core.approvals import Approvals
 from core.attachments import FileFetcher
 from core.commands import Command, describe_duration, help_text, parse_command
-from core.errors import GatewayError, ModelTimeoutError
+from core.context import estimate_tokens, tools_tokens
+from core.errors import GatewayError, ModelTimeoutError, StoreError
 from core.file_input import FileInput, FileLimits, read_files
 from core.messages import ChatMessage
 from core.metrics import Metrics
@@ -30,6 +31,10 @@ from core.store.base import MemoryBackend
 from core.threads import channel_thread_id, platform_thread_id, thread_id_for
 from core.tools import Approver, PendingCall, Toolbox, ToolRunner
 from core.turns import IncomingMessage, Reply
+from core.usage.accounting import Refused, Settlement, UsageAccounting
+from core.usage.budgets import DEFAULT_REPLY_RESERVE, BudgetLimits, refusal_text
+from core.usage.prices import PriceTable, load_prices
+from core.usage.report import admin_usage_text, usage_text
 
 __all__ = ["Answer", "Gateway", "ProgressCallback"]
 
@@ -50,6 +55,7 @@ class Answer:
     clear: bool = False
     model_seconds: float = 0.0
     reset: float | None = None
+    usage: Settlement | None = None  # settled by the caller after the commit (UsageAccounting.settle_soon)
 
 
 class Gateway:
@@ -86,6 +92,8 @@ class Gateway:
             max_tool_steps=settings.max_tool_steps,
             model_timeout_seconds=settings.model_timeout_seconds,
         )
+        self.usage = UsageAccounting(backend.usage(), self.metrics)
+        self.prices: PriceTable | None = load_prices(settings.model_prices_file) if settings.model_prices_file else None
 
     @property
     def backend(self) -> MemoryBackend:
@@ -146,6 +154,8 @@ class Gateway:
         context: ContextSource | None = None,
     ) -> Answer:
         command = parse_command(incoming.text) if not incoming.attachments else None
+        if command == "admin usage" and not self.is_admin(incoming):
+            command = None  # to anyone else it is a message like any other: no hint the command exists
         if command is not None:
             text, clear = await self._run_command(command, incoming, thread_id, history)
             reply = Reply(text, kind="command", thread_id=thread_id)
@@ -166,6 +176,39 @@ class Gateway:
         seed = await self._seed(incoming, history, context)
         if seed.messages:
             history = [*history, *seed.messages]
+        try:
+            opened = await self.usage.open(
+                incoming, self.agent.model.model_id, self.budget_limits(incoming),
+                lambda: self._turn_estimate(history, prompt), exempt=self.is_admin(incoming),
+            )  # fmt: skip
+        except StoreError as exc:
+            return Answer(Reply(exc.user_message, kind="error", thread_id=thread_id))
+        if isinstance(opened, Refused):
+            if incoming.from_bot:  # as with every limit: a notice would only be one more message for the bot
+                return Answer(Reply("", kind="silent", thread_id=thread_id))
+            return Answer(Reply(refusal_text(opened.scope), kind="limit", thread_id=thread_id))
+        try:
+            answer = await self._model_turn(
+                incoming, history, prompt, read, seed=seed, account=opened, on_text=on_text, approve=approve
+            )
+        except BaseException:
+            self.usage.settle_soon(opened)  # cancelled (a lost lease, shutdown): give back what it did not use
+            raise
+        return replace(answer, usage=opened)
+
+    async def _model_turn(
+        self,
+        incoming: IncomingMessage,
+        history: Sequence[ChatMessage],
+        prompt: ChatMessage,
+        read: FileInput,
+        *,
+        seed: Seed,
+        account: Settlement,
+        on_text: ProgressCallback | None,
+        approve: Approver | None,
+    ) -> Answer:
+        thread_id = self.thread_id(incoming)
         seconds = self._settings.turn_timeout_seconds
         try:
             # Each model call has MODEL_TIMEOUT_SECONDS (in the agent); this bounds all calls and tool
@@ -173,7 +216,7 @@ class Gateway:
             # by APPROVAL_TIMEOUT_SECONDS). Reads and writes have their own bounds.
             async with asyncio.timeout(seconds) as budget:
                 hook = _outside(budget, approve) if approve is not None else None
-                response = await self.agent.respond(history, prompt, on_text=on_text, approve=hook)
+                response = await self.agent.respond(history, prompt, on_text=on_text, approve=hook, meter=account.meter)
         except TimeoutError:
             error = ModelTimeoutError(f"no complete answer within TURN_TIMEOUT_SECONDS={seconds}")
             return self._failed(incoming, thread_id, error)
@@ -217,6 +260,23 @@ class Gateway:
         cut = seed.cut or response.cut or trimmed or response.kept is not None
         notice = self._settings.truncation_notice and response.kept is None  # DROPPED_NOTE says it already
         return note_truncation(response.text, response.messages, history, cut=cut, notice=notice)
+
+    def budget_limits(self, incoming: IncomingMessage) -> BudgetLimits:
+        """The daily token budgets that apply to `incoming`'s turn (read per turn: the one place to change them)."""
+        s = self._settings
+        return BudgetLimits(s.daily_token_budget_per_user, s.daily_token_budget_per_workspace)
+
+    def is_admin(self, incoming: IncomingMessage) -> bool:
+        """A person in ADMINS (exempt from budgets, may use the admin commands); never a bot."""
+        return not incoming.from_bot and incoming.user_id in self._settings.admin_ids
+
+    def _turn_estimate(self, history: Sequence[ChatMessage], prompt: ChatMessage) -> int:
+        """What one model call of the turn may cost: the request (history as far as it fits) and the longest reply."""
+        sent = min(sum(estimate_tokens(m) for m in history), self._settings.context_tokens)
+        tools = self.agent.tools.specs() if self.agent.tools is not None else {}
+        fixed = estimate_tokens(prompt) + len(self.agent.instructions) // 4
+        fixed += tools_tokens([spec.to_openai() for spec in tools.values()])
+        return sent + fixed + (self._settings.max_reply_tokens or DEFAULT_REPLY_RESERVE)
 
     async def _read_files(self, incoming: IncomingMessage, files: FileFetcher | None) -> FileInput:
         if not incoming.attachments:
@@ -280,6 +340,11 @@ class Gateway:
             return text, True
         if command == "help":
             return help_text(max_messages, ttl), False
+        if command == "usage":
+            return await usage_text(self.usage.ledger, incoming, self.budget_limits(incoming), self.prices,
+                                    exempt=self.is_admin(incoming)), False  # fmt: skip
+        if command == "admin usage":
+            return await admin_usage_text(self.usage.ledger, incoming.platform, self.prices), False
         cap = f" (I keep the last {max_messages})" if max_messages else ""
         if not ttl:
             expiry = "They never expire; `reset` forgets them."
