@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
@@ -402,9 +402,13 @@ class Delivery:
         pump = ProgressPump(self._progress(writer, claim, answered), self._interval)
         try:
             approve = self._gateway.approvals.hook(claim.lease, incoming.user_id, writer)
+
+            def working() -> AbstractAsyncContextManager[None]:
+                return _answered_within(writer.working(), answered)
+
             answer = await self._gateway.answer(
                 incoming, claim.history, hits=claim.record.hits, on_text=pump.update, approve=approve,
-                working=writer.working, files=self._files.get(incoming.platform), context=self._context(claim),
+                working=working, files=self._files.get(incoming.platform), context=self._context(claim),
             )  # fmt: skip
             answered.set()
             return answer
@@ -503,3 +507,16 @@ class _Context:
             if (after is None or m.sent_at > after)  # whatever the port did with `after`
             and not (m.kind == "self" and m.text.strip() == FAILURE_NOTICE)
         ]  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def _answered_within(
+    indicator: AbstractAsyncContextManager[None], answered: asyncio.Event
+) -> AsyncIterator[None]:
+    """The platform's indicator around the answer, with `answered` set as soon as the answer is in: taking
+    the indicator down is a platform call, and a progress note sent meanwhile would hold up the post."""
+    async with indicator:
+        try:
+            yield
+        finally:
+            answered.set()
