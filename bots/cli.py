@@ -1,4 +1,4 @@
-"""`chat-gateway`: run adapters, inspect threads, list the tools, check the set-up.
+"""`chat-gateway`: run adapters, inspect threads and token usage, list the tools, check the set-up.
 
 The composition root: settings are read once here and everything else is built from them and passed
 down. It lives in `bots/` because it wires adapters to the core (the core never imports `bots`).
@@ -31,6 +31,9 @@ from core.redact import Redactor
 from core.settings import Settings, load_settings
 from core.store import MemoryBackend, RedisConnection, ThreadRef, open_backend
 from core.tools import open_toolbox
+from core.usage.budgets import last_days
+from core.usage.prices import load_prices
+from core.usage.report import usage_table
 
 __all__ = ["main"]
 
@@ -79,7 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--dm", action="store_true", help="a direct message with the bot")
     show.add_argument("--user", default="", help="also say whether this user may talk there")
     show.add_argument("--roles", default="", help="the user's Discord role IDs (comma-separated)")
+    tokens = commands.add_parser("usage", help="tokens used per user, channel or workspace over the last days (UTC)")
+    tokens.add_argument("--by", choices=("user", "channel", "workspace"), default="user", help="one row per (user)")
+    tokens.add_argument("--days", type=_positive, default=7, help="the last N UTC days, today included (default 7)")
+    tokens.add_argument("--top", type=_positive, default=20, help="the N rows with the most tokens (default 20)")
+    tokens.add_argument("--platform", help="only this platform: slack, discord, console")
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def build_adapter(
@@ -221,6 +236,24 @@ async def threads(settings: Settings, args: argparse.Namespace) -> None:
             print(f"[{message.created_at:%Y-%m-%d %H:%M:%S}] {message.role}: {message.text}")
     finally:
         await backend.aclose()
+
+
+async def usage(settings: Settings, args: argparse.Namespace) -> None:
+    """The table of `chat-gateway usage`; with MODEL_PRICES_FILE, a cost column."""
+    prices = load_prices(settings.model_prices_file) if settings.model_prices_file else None
+    backend = open_backend(settings)
+    try:
+        await _require_store(backend)
+        days = last_days(args.days)
+        rows = await backend.usage().top(days, args.by, args.top, platform=args.platform)
+    finally:
+        await backend.aclose()
+    span = days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+    if not rows:
+        print(f"No tokens used {span} (UTC).")
+        return
+    print(f"Tokens by {args.by}, {span} (UTC):")
+    print(usage_table(rows, prices))
 
 
 async def tools(settings: Settings) -> int:
@@ -404,6 +437,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             asyncio.run(run(settings, args))
         elif args.command == "threads":
             asyncio.run(threads(settings, args))
+        elif args.command == "usage":
+            asyncio.run(usage(settings, args))
         elif args.command == "tools":
             sys.exit(asyncio.run(tools(settings)))
         elif args.command == "profiles":

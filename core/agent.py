@@ -22,6 +22,7 @@ from core.tools.base import Approver
 
 if TYPE_CHECKING:
     from core.tools.runner import ToolRunner
+    from core.usage.meter import UsageMeter
 
 __all__ = [
     "Agent",
@@ -124,18 +125,19 @@ class Agent:
         on_text: Callable[[str], Awaitable[None]] | None = None,
         approve: Approver | None = None,
         options: TurnOptions | None = None,
+        meter: UsageMeter | None = None,
     ) -> AgentResponse:
         """Answer `prompt` after `history`, storing nothing: the caller commits `response.messages`.
 
         With `on_text`, the reply is streamed and `on_text` is awaited with the text so far after each
         piece (and with the tools' titles while they run). `approve` is asked before each call of a tool
         that needs approval; without it such calls are not run. `options` are a profile's changes for this
-        answer (instructions, model, temperature, the tools offered).
+        answer (instructions, model, temperature, the tools offered); `meter` sums what every model call cost.
 
         Raises:
             ModelError: the model failed (ModelTimeoutError: one call took over MODEL_TIMEOUT_SECONDS).
         """
-        turn = AgentTurn(self, history, prompt, on_text=on_text, approve=approve, options=options)
+        turn = AgentTurn(self, history, prompt, on_text=on_text, approve=approve, options=options, meter=meter)
         result = await turn.run()
         return AgentResponse(result.text, result.messages, result.model_seconds, result.kept, result.cut)
 

@@ -27,6 +27,7 @@ from core.errors import ContextTooLongError, ImagesRefusedError, ModelTimeoutErr
 from core.messages import ChatMessage
 from core.model import ModelReply, ToolChoice, calls_tools
 from core.tools.base import Approver, ToolSpec
+from core.usage.meter import UsageMeter
 
 if TYPE_CHECKING:
     from core.agent import Agent
@@ -93,8 +94,10 @@ class AgentTurn:
         on_text: Callable[[str], Awaitable[None]] | None,
         approve: Approver | None,
         options: TurnOptions | None = None,
+        meter: UsageMeter | None = None,
     ) -> None:
         self._agent = agent
+        self._meter = meter
         options = options or TurnOptions()
         specs: dict[str, ToolSpec] = agent.tools.specs() if agent.tools is not None else {}
         if options.tool_names is not None:
@@ -174,11 +177,14 @@ class AgentTurn:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(seconds):
-                return await self._model_call(messages, tool_choice)
+                reply = await self._model_call(messages, tool_choice)
         except TimeoutError:
             raise ModelTimeoutError(f"no answer within MODEL_TIMEOUT_SECONDS={seconds}") from None
         finally:
             self._model_seconds += time.perf_counter() - started
+        if self._meter is not None:  # every call of the turn counts, tool rounds and retries included
+            self._meter.add(reply, messages, self._tool_defs)
+        return reply
 
     async def _model_call(self, messages: list[ChatMessage], tool_choice: ToolChoice | None) -> ModelReply:
         model = self._agent.model

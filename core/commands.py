@@ -1,4 +1,7 @@
-"""Commands a user can type instead of a message, on every platform: reset, help, memory."""
+"""Commands a user can type instead of a message, on every platform: reset, help, memory, usage.
+
+`admin usage` is one too, but only for ADMINS: the gateway treats it as an ordinary message from anyone else.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,14 @@ from typing import Literal
 
 __all__ = ["Command", "describe_duration", "help_text", "parse_command"]
 
-Command = Literal["reset", "help", "memory"]
-_COMMAND = re.compile(r"^[!/]?(reset|help|memory)[.!?]*$", re.IGNORECASE)
+Command = Literal["reset", "help", "memory", "usage", "admin usage"]
+_COMMAND = re.compile(r"^[!/]?(reset|help|memory|usage|admin\s+usage)[.!?]*$", re.IGNORECASE)
 
 
 def parse_command(text: str) -> Command | None:
     """The command when the whole message is one (`reset`, `!reset`, `/reset`, `Reset.`), else None."""
     match = _COMMAND.fullmatch(text.strip())
-    return match.group(1).lower() if match else None  # type: ignore[return-value]  # the regex admits only Command values
+    return " ".join(match.group(1).lower().split()) if match else None  # type: ignore[return-value]  # the regex admits only Command values
 
 
 def describe_duration(seconds: int) -> str:
@@ -31,5 +34,6 @@ def help_text(max_messages: int | None, ttl_seconds: int | None) -> str:
     return (
         "I'm an AI assistant that remembers this conversation.\n"
         f"I keep {keep} and forget them {forget}.\n"
-        "Commands: `reset` forgets our conversation here, `memory` shows what I keep, `help` shows this."
+        "Commands: `reset` forgets our conversation here, `memory` shows what I keep, `usage` shows the tokens "
+        "you used, `help` shows this."
     )

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 FAILURE_NOTICE = "Sorry, I could not post my reply here. The operator has been told."
 _COMMIT_RETRY_SECONDS = 0.2
+_COUNT_WAIT_SECONDS = 5.0
 _RATE_WINDOW_SECONDS = 60
 Received = Literal["taken", "queued", "duplicate", "ignored"]
 
@@ -295,6 +296,7 @@ class Delivery:
         self._wake.set()
         tasks = set(self._running.values())
         if not tasks:
+            await self._gateway.usage.flush()
             return
         _, pending = await asyncio.wait(tasks, timeout=grace_seconds)
         if pending:
@@ -303,6 +305,7 @@ class Delivery:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        await self._gateway.usage.flush()
 
     def _start(self, key: _Key, claim: Claim) -> None:
         self._running[key] = asyncio.create_task(self._drive(key, claim), name=f"turn-{key[1]}")
@@ -360,10 +363,12 @@ class Delivery:
             if claim.record.posted:
                 writer.resume(claim.record.posted)
             async with LeaseKeeper(self._inbox, lease) as keeper:
-                record, kind = await self._answered(claim, incoming, writer, keeper)
+                record, kind, counting = await self._answered(claim, incoming, writer, keeper)
                 if record is None:
                     return None
                 posted = await self._post(writer, record, lease)
+                if counting is not None:  # counted by the time it is delivered: the next turn sees the count
+                    await asyncio.wait([counting], timeout=_COUNT_WAIT_SECONDS)
             nxt = await self._finish(lease, record.delivered(writer.posted))
             self._record(incoming.platform, kind, time.perf_counter() - started, claim.resumed)
             reply = Reply(record.reply or "", kind=kind, thread_id=lease.thread_id)  # type: ignore[arg-type]
@@ -373,13 +378,15 @@ class Delivery:
 
     async def _answered(
         self, claim: Claim, incoming: IncomingMessage, writer: ReplyWriter, keeper: LeaseKeeper
-    ) -> tuple[TurnRecord | None, str]:
-        """The stored answer (answering and committing it first unless a previous owner did)."""
+    ) -> tuple[TurnRecord | None, str, asyncio.Task[None] | None]:
+        """The stored answer (answering and committing it first unless a previous owner did), and the task
+        counting its tokens (started after the commit, so it runs beside the post)."""
         record = claim.record
         if record.state != "received":
-            return record, record.reply_kind or "answer"
+            return record, record.reply_kind or "answer", None
         answer = await keeper.guard(self._answer(claim, incoming, writer))
         record = replace(record.answered(answer.reply.text, answer.reply.kind), posted=tuple(writer.posted))
+        counting: asyncio.Task[None] | None = None
         try:
             committed = await self._commit(keeper, answer, record)
         except StoreUnavailableError:
@@ -387,20 +394,26 @@ class Delivery:
         except StoreError as exc:  # refused outright (out of memory, wrong type): nothing was saved, say so
             log.error("commit refused by the store: %s", exc, extra={"outcome": "store_error"})  # noqa: TRY400
             self._metrics.store_errors.labels(incoming.platform).inc()
-            return replace(record, reply=exc.user_message, reply_kind="error"), "error"
+            return replace(record, reply=exc.user_message, reply_kind="error"), "error", None  # counted unawaited
+        finally:  # the tokens were spent whatever the commit did; counted beside the post, not before it
+            counting = self._gateway.usage.settle_soon(answer.usage)
         if not committed:
             log.warning("commit refused: another process holds the lease now", extra={"outcome": "fenced"})
-            return None, "fenced"
-        return record, answer.reply.kind
+            return None, "fenced", counting
+        return record, answer.reply.kind, counting
 
     async def _answer(self, claim: Claim, incoming: IncomingMessage, writer: ReplyWriter) -> Answer:
         answered = asyncio.Event()
         pump = ProgressPump(self._progress(writer, claim, answered), self._interval)
         try:
             approve = self._gateway.approvals.hook(claim.lease, incoming.user_id, writer)
+
+            def working() -> AbstractAsyncContextManager[None]:
+                return _answered_within(writer.working(), answered)
+
             answer = await self._gateway.answer(
                 incoming, claim.history, hits=claim.record.hits, on_text=pump.update, approve=approve,
-                working=writer.working, files=self._files.get(incoming.platform), context=self._context(claim),
+                working=working, files=self._files.get(incoming.platform), context=self._context(claim),
             )  # fmt: skip
             answered.set()
             return answer
@@ -500,3 +513,16 @@ class _Context:
             if (after is None or m.sent_at > after)  # whatever the port did with `after`
             and not (m.kind == "self" and m.text.strip() == FAILURE_NOTICE)
         ]  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def _answered_within(
+    indicator: AbstractAsyncContextManager[None], answered: asyncio.Event
+) -> AsyncIterator[None]:
+    """The platform's indicator around the answer, with `answered` set as soon as the answer is in: taking
+    the indicator down is a platform call, and a progress note sent meanwhile would hold up the post."""
+    async with indicator:
+        try:
+            yield
+        finally:
+            answered.set()

@@ -21,7 +21,8 @@ from core.agent import Agent, AgentResponse, ChatModel
 from core.approvals import Approvals
 from core.attachments import FileFetcher
 from core.commands import Command, describe_duration, help_text, parse_command
-from core.errors import GatewayError, ModelTimeoutError
+from core.context import estimate_tokens, tools_tokens
+from core.errors import GatewayError, ModelTimeoutError, StoreError
 from core.file_input import FileInput, FileLimits, read_files
 from core.messages import ChatMessage
 from core.metrics import Metrics
@@ -32,6 +33,10 @@ from core.store.base import MemoryBackend
 from core.threads import channel_thread_id, platform_thread_id, thread_id_for
 from core.tools import Approver, PendingCall, Toolbox, ToolRunner
 from core.turns import IncomingMessage, Reply
+from core.usage.accounting import Refused, Settlement, UsageAccounting
+from core.usage.budgets import DEFAULT_REPLY_RESERVE, BudgetLimits, refusal_text
+from core.usage.prices import PriceTable, load_prices
+from core.usage.report import admin_usage_text, usage_text
 
 __all__ = ["Answer", "Gateway", "ProgressCallback"]
 
@@ -56,6 +61,7 @@ class Answer:
     reset: float | None = None
     max_messages: int | None = None
     ttl_seconds: int | None = None
+    usage: Settlement | None = None  # settled by the caller after the commit (UsageAccounting.settle_soon)
 
 
 class Gateway:
@@ -98,6 +104,8 @@ class Gateway:
             max_tool_steps=settings.max_tool_steps,
             model_timeout_seconds=settings.model_timeout_seconds,
         )
+        self.usage = UsageAccounting(backend.usage(), self.metrics)
+        self.prices: PriceTable | None = load_prices(settings.model_prices_file) if settings.model_prices_file else None
 
     @property
     def backend(self) -> MemoryBackend:
@@ -149,8 +157,10 @@ class Gateway:
         """
         resolved = self.resolve(incoming)  # the whole turn keeps this, whatever a reload brings meanwhile
         thread_id = self.thread_id(incoming, resolved)
-        admin = self.admin.command(incoming)
-        if admin is None and await self.admin.paused(incoming):
+        admin = self.admin.command(incoming) or (
+            self.is_admin(incoming) and parse_command(incoming.text) == "admin usage"
+        )
+        if not admin and await self.admin.paused(incoming):
             log.info("channel paused by an admin: message ignored", extra={"outcome": "paused"})
             return _limited(Answer(Reply("", kind="silent", thread_id=thread_id)), resolved)
         limited = self.refusal(incoming, history, hits, resolved)
@@ -182,6 +192,8 @@ class Gateway:
             reply = Reply(text, kind="command", thread_id=thread_id)
             return Answer(reply, clear=clear, reset=_sent_at(incoming) if clear else None)
         command = parse_command(incoming.text) if not incoming.attachments else None
+        if command == "admin usage" and not self.is_admin(incoming):
+            command = None  # to anyone else it is a message like any other: no hint the command exists
         if command is not None:
             text, clear = await self._run_command(command, incoming, thread_id, history, resolved)
             reply = Reply(text, kind="command", thread_id=thread_id)
@@ -202,6 +214,42 @@ class Gateway:
         seed = await self._seed(incoming, history, context)
         if seed.messages:
             history = [*history, *seed.messages]
+        try:
+            model_id = resolved.model if resolved.from_file("model") else self.agent.model.model_id
+            opened = await self.usage.open(
+                incoming, model_id, self.budget_limits(incoming, resolved),
+                lambda: self._turn_estimate(history, prompt), exempt=self.is_admin(incoming),
+            )  # fmt: skip
+        except StoreError as exc:
+            return Answer(Reply(exc.user_message, kind="error", thread_id=thread_id))
+        if isinstance(opened, Refused):
+            if incoming.from_bot:  # as with every limit: a notice would only be one more message for the bot
+                return Answer(Reply("", kind="silent", thread_id=thread_id))
+            return Answer(Reply(refusal_text(opened.scope), kind="limit", thread_id=thread_id))
+        try:
+            answer = await self._model_turn(
+                incoming, history, prompt, read, seed=seed, account=opened, on_text=on_text, approve=approve,
+                resolved=resolved,
+            )  # fmt: skip
+        except BaseException:
+            self.usage.settle_soon(opened)  # cancelled (a lost lease, shutdown): give back what it did not use
+            raise
+        return replace(answer, usage=opened)
+
+    async def _model_turn(
+        self,
+        incoming: IncomingMessage,
+        history: Sequence[ChatMessage],
+        prompt: ChatMessage,
+        read: FileInput,
+        *,
+        seed: Seed,
+        account: Settlement,
+        on_text: ProgressCallback | None,
+        approve: Approver | None,
+        resolved: Resolved,
+    ) -> Answer:
+        thread_id = self.thread_id(incoming, resolved)
         seconds = self._settings.turn_timeout_seconds
         try:
             # Each model call has MODEL_TIMEOUT_SECONDS (in the agent); this bounds all calls and tool
@@ -210,7 +258,7 @@ class Gateway:
             async with asyncio.timeout(seconds) as budget:
                 hook = _outside(budget, approve) if approve is not None else None
                 response = await self.agent.respond(
-                    history, prompt, on_text=on_text, approve=hook, options=resolved.turn_options()
+                    history, prompt, on_text=on_text, approve=hook, options=resolved.turn_options(), meter=account.meter
                 )
         except TimeoutError:
             error = ModelTimeoutError(f"no complete answer within TURN_TIMEOUT_SECONDS={seconds}")
@@ -255,6 +303,23 @@ class Gateway:
         cut = seed.cut or response.cut or trimmed or response.kept is not None
         notice = self._settings.truncation_notice and response.kept is None  # DROPPED_NOTE says it already
         return note_truncation(response.text, response.messages, history, cut=cut, notice=notice)
+
+    def budget_limits(self, incoming: IncomingMessage, resolved: Resolved | None = None) -> BudgetLimits:
+        """The daily token budgets that apply to `incoming`'s turn: its profile's, else the environment's."""
+        r = resolved or self.resolve(incoming)
+        return BudgetLimits(r.daily_token_budget_per_user, r.daily_token_budget_per_workspace)
+
+    def is_admin(self, incoming: IncomingMessage) -> bool:
+        """A person in ADMINS (exempt from budgets, may use the admin commands); never a bot."""
+        return not incoming.from_bot and incoming.user_id in self._settings.admin_ids
+
+    def _turn_estimate(self, history: Sequence[ChatMessage], prompt: ChatMessage) -> int:
+        """What one model call of the turn may cost: the request (history as far as it fits) and the longest reply."""
+        sent = min(sum(estimate_tokens(m) for m in history), self._settings.context_tokens)
+        tools = self.agent.tools.specs() if self.agent.tools is not None else {}
+        fixed = estimate_tokens(prompt) + len(self.agent.instructions) // 4
+        fixed += tools_tokens([spec.to_openai() for spec in tools.values()])
+        return sent + fixed + (self._settings.max_reply_tokens or DEFAULT_REPLY_RESERVE)
 
     async def _read_files(self, incoming: IncomingMessage, files: FileFetcher | None) -> FileInput:
         if not incoming.attachments:
@@ -325,6 +390,11 @@ class Gateway:
             return text, True
         if command == "help":
             return help_text(max_messages, ttl), False
+        if command == "usage":
+            return await usage_text(self.usage.ledger, incoming, self.budget_limits(incoming), self.prices,
+                                    exempt=self.is_admin(incoming)), False  # fmt: skip
+        if command == "admin usage":
+            return await admin_usage_text(self.usage.ledger, incoming.platform, self.prices), False
         cap = f" (I keep the last {max_messages})" if max_messages else ""
         if not ttl:
             expiry = "They never expire; `reset` forgets them."

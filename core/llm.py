@@ -21,7 +21,7 @@ from core.agent import AgentFactory
 from core.context import reply_tokens_parameter
 from core.errors import ContextTooLongError, ImagesRefusedError, ModelError, ModelRejectedError, ModelTimeoutError
 from core.messages import ChatMessage, ToolCall
-from core.model import DeltaCallback, ModelReply, ToolChoice
+from core.model import DeltaCallback, ModelReply, ModelUsage, ToolChoice
 from core.settings import Settings
 
 __all__ = ["ModelBusyError", "OfflineChatModel", "OpenAIChatClient", "OpenAIChatModel"]
@@ -177,7 +177,7 @@ class OpenAIChatModel(AgentFactory):
             if on_delta is not None:
                 chunks = await client.chat.completions.create(
                     model=model_id, messages=_params(messages), tools=offered, tool_choice=choice, stream=True,
-                    **options,
+                    stream_options={"include_usage": True}, **options,
                 )  # fmt: skip
                 streamed = await _assemble(chunks, on_delta)
                 if streamed.text or streamed.tool_calls:
@@ -214,7 +214,8 @@ class OpenAIChatModel(AgentFactory):
         )
         if not isinstance(text, str) and not (calls and text is None):
             raise ModelError(f"malformed reply from {self._where()}: no text in {str(completion)[:200]!r}")
-        return ModelReply(text or "", calls, choices[0].finish_reason if choices else None)
+        finish = choices[0].finish_reason if choices else None
+        return ModelReply(text or "", calls, finish, _usage_of(getattr(completion, "usage", None)))
 
     async def aclose(self) -> None:
         if self._owns_client and self._client is not None:
@@ -284,7 +285,10 @@ async def _assemble(chunks: AsyncIterator[Any], on_delta: DeltaCallback) -> Mode
     parts: list[str] = []
     calls: dict[int, dict[str, str]] = {}
     finish: str | None = None
+    usage: ModelUsage | None = None
     async for chunk in chunks:
+        # Asked for with stream_options.include_usage, it comes in a last chunk of its own, without choices.
+        usage = _usage_of(getattr(chunk, "usage", None)) or usage
         if not chunk.choices:
             continue
         choice = chunk.choices[0]
@@ -303,7 +307,16 @@ async def _assemble(chunks: AsyncIterator[Any], on_delta: DeltaCallback) -> Mode
         ToolCall(id=slot["id"] or _call_id(), name=slot["name"], arguments=slot["arguments"] or "{}")
         for _, slot in sorted(calls.items())
     )
-    return ModelReply("".join(parts), tool_calls, finish)
+    return ModelReply("".join(parts), tool_calls, finish, usage)
+
+
+def _usage_of(usage: Any) -> ModelUsage | None:
+    """The server's `usage`, if it sent one with numbers in it (some send nulls or nothing)."""
+    prompt = getattr(usage, "prompt_tokens", None)
+    completion = getattr(usage, "completion_tokens", None)
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return ModelUsage(prompt, completion)
 
 
 def _call_id() -> str:

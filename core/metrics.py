@@ -1,6 +1,6 @@
 """Prometheus metrics of the gateway, in a registry of their own (never the process-global one).
 
-Labels stay low-cardinality: platform, outcome and configured tool names only (a name the model made
+Labels stay low-cardinality: platform, outcome, model, configured tool names only (a name the model made
 up counts as `unknown`), never user, channel or thread IDs.
 """
 
@@ -37,6 +37,14 @@ class Metrics:
         self.threads_touched = Counter(
             "chat_gateway_thread_writes", "Conversations written to (one per stored turn)", ["platform"], registry=r
         )
+        self.tokens = Counter(
+            "chat_gateway_tokens", "Model tokens, by kind (prompt, completion) and source (reported by the server, "
+            "or estimated where it reported none)", ["platform", "model", "kind", "source"], registry=r,
+        )  # fmt: skip
+        self.budget_refusals = Counter(
+            "chat_gateway_budget_refusals", "Turns refused for a spent daily token budget, by scope (user, workspace)",
+            ["platform", "scope"], registry=r,
+        )  # fmt: skip
 
         self.tool_calls = Counter(
             "chat_gateway_tool_calls", "Tool calls, by tool and outcome (ok, error, timeout, truncated, unavailable, "

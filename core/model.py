@@ -12,19 +12,37 @@ from typing import Any, Literal, Protocol, TypeGuard
 
 from core.messages import ChatMessage, ToolCall
 
-__all__ = ["ChatModel", "DeltaCallback", "ModelReply", "ToolCallingModel", "ToolChoice", "calls_tools"]
+__all__ = [
+    "ChatModel",
+    "DeltaCallback",
+    "ModelReply",
+    "ModelUsage",
+    "ToolCallingModel",
+    "ToolChoice",
+    "calls_tools",
+]
 
 DeltaCallback = Callable[[str], Awaitable[None]]
 ToolChoice = Literal["auto", "none"]
 
 
 @dataclass(frozen=True, slots=True)
+class ModelUsage:
+    """The tokens one call cost, as the server reported them (its `usage`)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class ModelReply:
-    """One model call's answer: text, and the tool calls it asks for (none: `text` is the answer)."""
+    """One model call's answer: text, and the tool calls it asks for (none: `text` is the answer).
+    `usage` is None when the server reported none (the caller then estimates)."""
 
     text: str
     tool_calls: tuple[ToolCall, ...] = ()
     finish_reason: str | None = None
+    usage: ModelUsage | None = None
 
 
 class ChatModel(Protocol):

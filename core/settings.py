@@ -162,6 +162,17 @@ class Settings(BaseSettings):
         3, ge=0, description="Bot messages answered in a row per conversation (with *_ALLOW_BOTS); 0 = no cap"
     )
 
+    # Usage and budgets
+    daily_token_budget_per_user: int | None = Field(
+        None, ge=1, description="Tokens one user may use per UTC day (ADMINS exempt); unset = no budget"
+    )
+    daily_token_budget_per_workspace: int | None = Field(
+        None, ge=1, description="Tokens one Slack workspace or Discord guild may use per UTC day; unset = no budget"
+    )
+    model_prices_file: Path | None = Field(
+        None, description="JSON or YAML file of USD per million prompt/completion tokens per model: cost beside tokens"
+    )
+
     # Slack
     slack_bot_token: SecretStr | None = Field(None, description="xoxb- bot token")
     slack_app_token: SecretStr | None = Field(None, description="xapp- app token; set = Socket Mode")

@@ -2,8 +2,8 @@
 
 `ChatClient` is a plain `discord.Client`; `ShardedChatClient` the same on `discord.AutoShardedClient`
 (DISCORD_SHARD_COUNT). Constructors do no I/O; `setup_hook` (run by `login`) asks the API which gateway
-to dial when DISCORD_API_URL is set, and registers `/reset` and `/memory`. Reconnects, RESUMEs and rate
-limits are discord.py's.
+to dial when DISCORD_API_URL is set, and registers `/reset`, `/memory` and `/usage`. Reconnects, RESUMEs and
+rate limits are discord.py's.
 """
 
 from __future__ import annotations
@@ -119,6 +119,7 @@ class ChatClient(discord.Client):
         for name, description in (
             ("reset", "Forget our conversation in this channel"),
             ("memory", "How much of our conversation here I remember"),
+            ("usage", "The tokens you used today and this month, and your budget left"),
         ):
             command: app_commands.Command[Any, [], None] = app_commands.Command(
                 name=name, description=description, callback=self._command(name)

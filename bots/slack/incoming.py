@@ -42,7 +42,7 @@ from core.turns import IncomingMessage
 PLATFORM = "slack"
 _USER_SUBTYPES = frozenset({None, "file_share", "thread_broadcast", "me_message"})
 _EVENT_TYPES = frozenset({"app_mention", "message"})
-_COMMANDS = {"/reset": "reset"}
+_COMMANDS = {"/reset": "reset", "/usage": "usage"}
 
 
 @dataclass(frozen=True, slots=True)

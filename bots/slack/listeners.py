@@ -179,6 +179,7 @@ class SlackListeners:
         app.event("app_mention")(self.on_event)
         app.event("message")(self.on_event)
         app.command("/reset")(self.on_command)
+        app.command("/usage")(self.on_command)
         if self._approvals is not None:
             self._approvals.register(app)
         if self._assistant is not None:

@@ -3,7 +3,8 @@
 `MessageStore` is one conversation's history (the reference notebook's shape). A backend is the one
 object per process that owns the connection; what it offers is split by concern: `MessageStores`
 (histories), `Inboxes` (delivery: core.store.inbox), `Flags` (small facts an adapter keeps),
-`Conversations` (finding and clearing every key of one, for operators), and `MemoryBackend` is all of them.
+`Conversations` (finding and clearing every key of one, for operators), `UsageLedgers` (token counts),
+and `MemoryBackend` is all of them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 from core.messages import ChatMessage
 from core.store.approvals import ApprovalStore
 from core.store.inbox import Inbox
+from core.store.usage import UsageLedger
 
 __all__ = [
     "Approvals",
@@ -26,6 +28,7 @@ __all__ = [
     "MessageStore",
     "MessageStores",
     "ThreadRef",
+    "UsageLedgers",
 ]
 
 
@@ -81,6 +84,10 @@ class Approvals(Protocol):
     def approvals(self) -> ApprovalStore: ...
 
 
+class UsageLedgers(Protocol):
+    def usage(self) -> UsageLedger: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Cleared:
     """What clearing a conversation removed; with `busy_seconds` set, nothing: a turn holds its lease."""
@@ -106,5 +113,5 @@ class Conversations(Protocol):
         ...
 
 
-class MemoryBackend(MessageStores, Inboxes, Flags, Approvals, Conversations, Protocol):
+class MemoryBackend(MessageStores, Inboxes, Flags, Approvals, Conversations, UsageLedgers, Protocol):
     """The process's backend: Redis (`RedisConnection`) or the embedded SQLite file (`SqliteConnection`)."""

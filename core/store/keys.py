@@ -16,10 +16,21 @@ Thread IDs never hold `{` or `}` (core.threads escapes them), so the tag always 
     <prefix>:<ns>:approval:{<approval_id>} HASH one pending or decided approval (state, who decided, ran)
     <prefix>:flag:<name>                   a flag an adapter keeps (Slack: threads the bot takes part in)
     <prefix>:flag:paused:<ns>:<channel>    set while an admin has paused the bot in that channel (no TTL)
+    <prefix>:usage:{usage-<day>}:<scope>:<platform>:<id>  HASH one user's, channel's or workspace's tokens that
+                                           UTC day: `<model>|prompt`, `<model>|completion`, `<model>|estimated`,
+                                           `turns`, and `charged` (budget scopes: settled turns + open reservations)
+    <prefix>:usage:{usage-<day>}:<scope>   ZSET `<platform>:<id>` -> tokens that day: the scope's index (top users)
 
 An approval's key carries its own ID as hash tag, not the conversation's: a click names only the approval
 (a Discord custom_id holds 100 characters), and each step on it (decide, claim the run) is one script on
 that one key, never together with the conversation's keys.
+
+Usage counters carry the UTC day as hash tag. They add up turns of many conversations, so they can never
+share a conversation's slot (nor go into its COMMIT script): they are written right after the commit,
+in one script over the day's keys. One tag per day puts every counter a turn touches (user, channel,
+workspace, their indexes) and a budget reservation (user and workspace together) in one slot, so each of
+those steps is one atomic script on a Cluster too; the price is that one day's counters live on one node,
+one small write per turn.
 """
 
 from __future__ import annotations
@@ -40,6 +51,10 @@ __all__ = [
     "reset_key",
     "thread_prefix",
     "threads_pattern",
+    "usage_index_key",
+    "usage_key",
+    "usage_member",
+    "parse_usage_member",
     "writes_key",
 ]
 
@@ -99,6 +114,28 @@ def approval_key(key_prefix: str, namespace: str | None, approval_id: str) -> st
         raise ValueError(f"approval IDs must not contain braces: {approval_id!r}")
     middle = f"{namespace}:" if namespace else ""
     return f"{key_prefix}:{middle}approval:{{{approval_id}}}"
+
+
+def usage_index_key(key_prefix: str, day: str, scope: str) -> str:
+    """The day's index of one scope (user, channel, workspace): members `usage_member`, scored by tokens."""
+    return f"{key_prefix}:usage:{{usage-{day}}}:{scope}"
+
+
+def usage_member(platform: str, subject_id: str) -> str:
+    if "{" in subject_id or "}" in subject_id or "{" in platform or ":" in platform:
+        raise ValueError(f"usage subjects must not hold braces: {platform!r} {subject_id!r}")
+    return f"{platform}:{subject_id}"
+
+
+def parse_usage_member(member: str) -> tuple[str, str] | None:
+    """(platform, subject ID) of an index member; None for anything else."""
+    platform, colon, subject_id = member.partition(":")
+    return (platform, subject_id) if colon and platform and subject_id else None
+
+
+def usage_key(key_prefix: str, day: str, scope: str, platform: str, subject_id: str) -> str:
+    """One subject's counters of one UTC day (`day` as YYYY-MM-DD)."""
+    return f"{usage_index_key(key_prefix, day, scope)}:{usage_member(platform, subject_id)}"
 
 
 def flag_key(key_prefix: str, name: str) -> str:

@@ -26,6 +26,7 @@ from core.store.keys import (
 from core.store.redis import RedisChatMessageStore, describe_client, translate_redis_error
 from core.store.redis_approvals import RedisApprovals
 from core.store.redis_inbox import RedisInbox
+from core.store.redis_usage import RedisUsageLedger
 from core.store.topology import RedisClient, build_client
 
 __all__ = ["RedisConnection"]
@@ -111,6 +112,10 @@ class RedisConnection:
     def approvals(self) -> RedisApprovals:
         """The approval records on this backend."""
         return RedisApprovals(self.client, key_prefix=self.key_prefix)
+
+    def usage(self) -> RedisUsageLedger:
+        """The token counters and budget charges on this backend."""
+        return RedisUsageLedger(self.client, key_prefix=self.key_prefix)
 
     async def set_flag(self, name: str, ttl_seconds: int | None) -> None:
         key = flag_key(self.key_prefix, name)

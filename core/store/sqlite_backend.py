@@ -28,6 +28,7 @@ from core.store.sqlite import SqliteChatMessageStore
 from core.store.sqlite_approvals import SqliteApprovals
 from core.store.sqlite_db import Clock, SqliteDatabase, sweep
 from core.store.sqlite_inbox import SqliteInbox
+from core.store.sqlite_usage import SqliteUsageLedger
 
 __all__ = ["SqliteConnection"]
 
@@ -95,6 +96,10 @@ class SqliteConnection:
     def approvals(self) -> SqliteApprovals:
         """The approval records on this backend."""
         return SqliteApprovals(self._db, key_prefix=self.key_prefix)
+
+    def usage(self) -> SqliteUsageLedger:
+        """The token counters and budget charges in the same file."""
+        return SqliteUsageLedger(self._db, key_prefix=self.key_prefix)
 
     async def set_flag(self, name: str, ttl_seconds: int | None) -> None:
         await self._set_once(flag_key(self.key_prefix, name), ttl_seconds, only_new=False)

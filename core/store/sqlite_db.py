@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS approvals (
     key TEXT PRIMARY KEY, data TEXT NOT NULL, state TEXT NOT NULL, decided_by TEXT NOT NULL, ran INTEGER NOT NULL,
     prompt TEXT NOT NULL, expires_ms INTEGER NOT NULL, keep_until REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS usage (
+    key TEXT NOT NULL, field TEXT NOT NULL, value INTEGER NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (key, field)
+);
 """
 _SWEEP_EVERY_WRITES = 200
 
@@ -113,6 +116,7 @@ def sweep(conn: sqlite3.Connection, now: float) -> None:
     conn.execute("DELETE FROM turns WHERE conversation NOT IN (SELECT conversation FROM inbox_keep)")
     conn.execute("DELETE FROM writes WHERE conversation || ':messages' NOT IN (SELECT key FROM threads)")
     conn.execute("DELETE FROM approvals WHERE keep_until <= ?", (now,))
+    conn.execute("DELETE FROM usage WHERE expires_at <= ?", (now,))
 
 
 def drop_if_expired(conn: sqlite3.Connection, key: str, now: float) -> None:

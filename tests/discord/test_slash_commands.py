@@ -14,7 +14,7 @@ MESSAGE = 4  # CHANNEL_MESSAGE_WITH_SOURCE
 
 
 async def test_commands_are_registered_globally(bot: Bot) -> None:
-    assert sorted(bot.fake.global_commands) == ["memory", "reset"]
+    assert sorted(bot.fake.global_commands) == ["memory", "reset", "usage"]
     assert all(c["description"] for c in bot.fake.global_commands.values())
 
 
@@ -46,6 +46,18 @@ async def test_memory_answers_ephemerally(bot: Bot) -> None:
     answer = await bot.fake.next_edit()
     assert answer.content is not None and answer.content.startswith("I remember 2 messages")
     assert len(bot.fake.sent_messages) == 1  # only the DM answer: nothing public for the command
+
+
+async def test_usage_answers_ephemerally_with_the_callers_tokens(bot: Bot) -> None:
+    await bot.say("hello", channel_id=DM_CHANNEL_ID, mention=False)
+    await bot.next_reply()
+    await bot.fake.send_interaction("usage", channel_id=DM_CHANNEL_ID, user_id=ALICE_ID)
+    assert (await bot.fake.next_interaction_response()).ephemeral
+    answer = await bot.fake.next_edit()
+    # The fake counts words: the system prompt's 11 and "hello" in, "echo: hello" out.
+    assert answer.content is not None and answer.content.startswith(
+        "Today (UTC) you used 14 tokens (12 prompt, 2 completion)"
+    )
 
 
 async def test_a_replayed_interaction_is_answered_once(bot: Bot) -> None:

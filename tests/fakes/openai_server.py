@@ -61,6 +61,9 @@ OpenAI's request rules
     not followed by a ``tool`` message for each of its call IDs. Models whose
     name starts with ``o1``..``o9`` or ``gpt-5`` refuse ``max_tokens``
     (``unsupported_parameter``), as OpenAI's reasoning models do.
+    ``fake.report_usage = False`` answers like a server that reports no token
+    usage: no ``usage`` in completions, and no usage chunk even when
+    ``stream_options.include_usage`` asks for one. (Usage counts words.)
     ``fake.context_window = n`` refuses requests whose messages hold more than
     ``n`` words (tool-call arguments included) with ``context_length_exceeded``.
 
@@ -267,6 +270,7 @@ class FakeOpenAI:
         self.chunk_size = chunk_size
         self.api_key = api_key
         self.context_window: int | None = None
+        self.report_usage = True
         self.vision = True
         self.requests: list[RecordedRequest] = []
         self.received: asyncio.Queue[RecordedRequest] = asyncio.Queue()
@@ -483,6 +487,8 @@ class FakeOpenAI:
                 part = {"index": index, "function": {"arguments": arguments[start : start + size]}}
                 yield {**envelope, "choices": [_delta({"tool_calls": [part]})]}
         yield {**envelope, "choices": [_delta({}, "tool_calls")]}
+        if self.report_usage and (body.get("stream_options") or {}).get("include_usage") is True:
+            yield {**envelope, "choices": [], "usage": _usage(body, outcome.text)}
 
     def _tool_completion(self, body: JSONObject, outcome: ToolCalls, ids: list[str]) -> JSONObject:
         calls = [
@@ -491,7 +497,7 @@ class FakeOpenAI:
         ]
         message = {"role": "assistant", "content": outcome.text or None, "refusal": None, "tool_calls": calls}
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
-        return {**self._envelope(body, "chat.completion"), "choices": [choice], "usage": _usage(body, outcome.text)}
+        return {**self._envelope(body, "chat.completion"), "choices": [choice], **self._usage(body, outcome.text)}
 
     async def _settle(self, behaviour: Behaviour | None, seq: int) -> Outcome | None:
         """Run the waiting part of a behaviour and return what to answer."""
@@ -552,7 +558,7 @@ class FakeOpenAI:
         for piece in _split(reply.text, self.chunk_size):
             yield {**envelope, "choices": [_delta({"content": piece})]}
         yield {**envelope, "choices": [_delta({}, reply.finish_reason)]}
-        if (body.get("stream_options") or {}).get("include_usage") is True:
+        if self.report_usage and (body.get("stream_options") or {}).get("include_usage") is True:
             yield {**envelope, "choices": [], "usage": _usage(body, reply.text)}
 
     def _completion(self, body: JSONObject, reply: Reply) -> JSONObject:
@@ -562,7 +568,10 @@ class FakeOpenAI:
             "logprobs": None,
             "finish_reason": reply.finish_reason,
         }
-        return {**self._envelope(body, "chat.completion"), "choices": [choice], "usage": _usage(body, reply.text)}
+        return {**self._envelope(body, "chat.completion"), "choices": [choice], **self._usage(body, reply.text)}
+
+    def _usage(self, body: JSONObject, completion: str) -> JSONObject:
+        return {"usage": _usage(body, completion)} if self.report_usage else {}
 
     def _envelope(self, body: JSONObject, kind: str) -> JSONObject:
         model = body.get("model")

@@ -164,6 +164,22 @@ async def test_reset_command_forgets_and_answers_ephemerally(
     assert user_texts(fake_openai) == ["remember red", "and me?"]  # only the caller's memory went
 
 
+async def test_usage_command_shows_the_callers_tokens_ephemerally(start_slack: StartSlack, mode: Mode) -> None:
+    rig = await start_slack(mode)
+    await rig.deliver(app_mention("hello there", user="U1", channel="C1"))
+    await rig.outcome()
+    await rig.command("/usage", user_id="U1", channel_id="C1")
+    outcome = await rig.outcome()
+    answer = await rig.slack.next_call("response_url")
+    assert outcome.reply is not None and outcome.reply.kind == "command"
+    assert answer.args["response_type"] == "ephemeral"
+    assert (
+        answer.args["text"].startswith("Today (UTC) you used ")
+        and "There is no daily token budget" in answer.args["text"]
+    )
+    assert not answer.args["text"].startswith("Today (UTC) you used 0 tokens")
+
+
 async def test_commands_typed_in_a_dm_are_answered_by_the_gateway(
     start_slack: StartSlack, fake_openai: FakeOpenAI
 ) -> None:

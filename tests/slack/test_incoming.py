@@ -121,4 +121,5 @@ def test_manifest_asks_for_what_the_adapter_uses() -> None:
     }
     events = {"app_mention", "message.channels", "message.groups", "message.im"}
     assistant = {"assistant_view:", "assistant:write", "assistant_thread_started", "assistant_thread_context_changed"}
-    assert scopes | events | assistant | {"commands", "command: /reset", "socket_mode_enabled: true"} <= items
+    commands = {"commands", "command: /reset", "command: /usage", "socket_mode_enabled: true"}
+    assert scopes | events | assistant | commands <= items
