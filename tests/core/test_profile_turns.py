@@ -40,6 +40,9 @@ profiles:
   - name: short
     match: {channel: "short"}
     max_messages: 2
+  - name: tiny
+    match: {channel: "tiny"}
+    daily_token_budget_per_user: 1
 """
 
 
@@ -173,3 +176,12 @@ async def test_admin_reset_forgets_that_users_conversation_in_this_channel_only(
     assert await history(rt, "U2", "other") == ["me too", "echo: me too"]
     again = await rt.ask(msg("admin reset U2", user="ADM", channel="lobby"))
     assert again == "There was nothing to forget of `U2` in this channel."
+
+
+async def test_a_profiles_daily_token_budget_refuses_a_turn_there_without_a_model_call(
+    make_runtime: RuntimeFactory, fake_openai: FakeOpenAI
+) -> None:
+    rt = await make_runtime()
+    refused = await rt.ask(msg("hello", channel="tiny"))
+    assert refused.startswith("You've used your daily token budget") and fake_openai.requests == []
+    assert await rt.ask(msg("hello", channel="elsewhere")) == "echo: hello"  # no budget there
