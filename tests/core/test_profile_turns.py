@@ -182,6 +182,7 @@ async def test_a_profiles_daily_token_budget_refuses_a_turn_there_without_a_mode
     make_runtime: RuntimeFactory, fake_openai: FakeOpenAI
 ) -> None:
     rt = await make_runtime()
-    refused = await rt.ask(msg("hello", channel="tiny"))
-    assert refused.startswith("You've used your daily token budget") and fake_openai.requests == []
+    assert await rt.ask(msg("first", channel="tiny")) == "echo: first"  # a budget is checked before the turn
+    refused = await rt.ask(msg("second", channel="tiny"))
+    assert refused.startswith("You've used your daily token budget") and len(fake_openai.requests) == 1
     assert await rt.ask(msg("hello", channel="elsewhere")) == "echo: hello"  # no budget there
