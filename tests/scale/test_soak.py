@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from core.llm import OfflineChatModel, OpenAIChatModel
 from core.messages import ChatMessage
+from core.store.usage import USAGE_KEEP_SECONDS
 from core.turns import IncomingMessage
 from tests.conftest import make_settings, openai_client
 from tests.fakes.openai_server import FakeOpenAI, Hang
@@ -41,6 +42,8 @@ SLOTS = 64  # MAX_CONCURRENT_TURNS, and messages in flight at once: the runner i
 PREFIX, NAMESPACE = "chat", "soak"
 PER_THREAD = {f"{PREFIX}:{NAMESPACE}:{{*}}:{part}" for part in ("messages", "writes", "inbox", "turns", "seen", "rate")}
 INDEX = f"{PREFIX}:{NAMESPACE}:inboxes"
+# Token usage by UTC day (issue 14): per user and channel, and the day's index of each, kept USAGE_KEEP_SECONDS.
+USAGE = {f"{PREFIX}:usage:{{*}}:{scope}{each}" for scope in ("user", "channel") for each in ("", ":*")}
 
 # Per key pattern (the hash tag as `{*}`): [keys, keys without a TTL, longest TTL in ms, longest list].
 # One script on the test's own Redis: every key surveyed without two round trips per key.
@@ -51,6 +54,7 @@ repeat
   cursor = page[1]
   for _, key in ipairs(page[2]) do
     local p = string.gsub(key, '{[^}]*}', '{*}')
+    p = string.gsub(p, '^(.-:usage:{%*}:%a+):.+$', '%1:*')  -- one pattern per scope, not per subject
     local s = stats[p] or {0, 0, 0, 0}
     local ttl = redis.call('PTTL', key)
     s[1] = s[1] + 1
@@ -160,9 +164,11 @@ async def test_ten_thousand_threads_stay_capped_and_expire_back_to_baseline(tmp_
         leaks = {p: s[1] for p, s in stats.items() if s[1] and p != INDEX}
         assert not leaks, f"keys without a TTL, never to expire: {leaks}"
         allowed = {p: (RATE_KEY_SECONDS if p.endswith(":rate") else TTL) * 1000 for p in PER_THREAD}
+        allowed |= dict.fromkeys(USAGE, USAGE_KEEP_SECONDS * 1000)
         too_long = {p: s[2] for p, s in stats.items() if p != INDEX and s[2] > allowed.get(p, TTL * 1000)}
         assert not too_long, f"keys kept longer than the settings allow (ms): {too_long}"
-        assert set(stats) <= PER_THREAD | {INDEX}, f"keys of unknown patterns: {set(stats) - PER_THREAD}"
+        assert set(stats) <= PER_THREAD | USAGE | {INDEX}, f"keys of unknown patterns: {set(stats) - PER_THREAD}"
+        assert keys[f"{PREFIX}:usage:{{*}}:user:*"] == THREADS  # every user's tokens counted, one hash each
         assert await admin.zcard(INDEX) <= THREADS  # one entry per conversation at most
         peak_memory = (await admin.info("memory"))["used_memory"]
         assert peak_memory > baseline_memory + THREADS * 100  # the load was real
