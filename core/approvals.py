@@ -50,6 +50,7 @@ __all__ = [
     "click_note",
     "custom_id",
     "outcome_text",
+    "outside_deadline",
     "parse_custom_id",
     "shown_arguments",
 ]
@@ -255,3 +256,27 @@ class Approvals:
             if current.state != "pending":
                 return current
             record = current
+
+
+def outside_deadline(budget: asyncio.Timeout, approve: Approver) -> Approver:
+    """`approve` with the turn's deadline (`budget`) stopped while any approval of the turn is awaited: a
+    person's time to click is bounded by APPROVAL_TIMEOUT_SECONDS, not TURN_TIMEOUT_SECONDS."""
+    waiting = 0
+    left = 0.0
+
+    async def wrapped(call: PendingCall) -> bool | str:
+        nonlocal waiting, left
+        loop = asyncio.get_running_loop()
+        if waiting == 0:
+            when = budget.when()
+            left = when - loop.time() if when is not None else 0.0
+            budget.reschedule(None)
+        waiting += 1
+        try:
+            return await approve(call)
+        finally:
+            waiting -= 1
+            if waiting == 0:
+                budget.reschedule(loop.time() + max(left, 0.0))
+
+    return wrapped

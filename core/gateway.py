@@ -17,34 +17,33 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 
 from core.admin import AdminCommands
-from core.agent import Agent, AgentResponse, ChatModel
-from core.approvals import Approvals
+from core.agent import Agent, ChatModel
+from core.approvals import Approvals, outside_deadline
 from core.attachments import FileFetcher
-from core.commands import Command, describe_duration, help_text, parse_command
-from core.context import estimate_tokens, tools_tokens
+from core.command_replies import CommandReplies
+from core.commands import parse_command
 from core.errors import GatewayError, ModelTimeoutError, StoreError
 from core.file_input import FileInput, FileLimits, read_files
+from core.limits import Limits
 from core.messages import ChatMessage
 from core.metrics import Metrics
-from core.platform_context import THREAD_REF, ContextSource, Seed, lacks_context, note_truncation, seed_messages
+from core.platform_context import THREAD_REF, ContextSource, Seed
 from core.profile_rules import Place, Profiles, Resolved
+from core.seeding import Seeding
 from core.settings import Settings
 from core.store.base import MemoryBackend
 from core.threads import channel_thread_id, platform_thread_id, thread_id_for
-from core.tools import Approver, PendingCall, Toolbox, ToolRunner
+from core.tools import Approver, Toolbox, ToolRunner
 from core.turns import IncomingMessage, Reply
 from core.usage.accounting import Refused, Settlement, UsageAccounting
-from core.usage.budgets import DEFAULT_REPLY_RESERVE, BudgetLimits, refusal_text
+from core.usage.budgets import BudgetLimits, refusal_text, turn_estimate
 from core.usage.prices import PriceTable, load_prices
-from core.usage.report import admin_usage_text, usage_text
 
 __all__ = ["Answer", "Gateway", "ProgressCallback"]
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str], Awaitable[None]]
-_SEED_LIMIT = 200  # platform messages seeded at most when MAX_MESSAGES=0 (unlimited)
-_SEED_READ_SECONDS = 15.0  # the SDKs retry rate limits within this; past it the turn goes on unseeded
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +105,14 @@ class Gateway:
         )
         self.usage = UsageAccounting(backend.usage(), self.metrics)
         self.prices: PriceTable | None = load_prices(settings.model_prices_file) if settings.model_prices_file else None
+        self.commands = CommandReplies(backend, self.usage.ledger, self.prices)
+        self.limits = Limits(
+            max_input_chars=settings.max_input_chars, max_bot_turns=settings.max_bot_turns, metrics=self.metrics
+        )
+        self.seeding = Seeding(
+            enabled=settings.context_from_platform, notice=settings.truncation_notice,
+            context_tokens=settings.context_tokens, agent_name=self.agent.name,
+        )  # fmt: skip
 
     @property
     def backend(self) -> MemoryBackend:
@@ -163,7 +170,9 @@ class Gateway:
         if not admin and await self.admin.paused(incoming):
             log.info("channel paused by an admin: message ignored", extra={"outcome": "paused"})
             return _limited(Answer(Reply("", kind="silent", thread_id=thread_id)), resolved)
-        limited = self.refusal(incoming, history, hits, resolved)
+        limited = self.limits.refusal(
+            incoming, history, hits, per_minute=resolved.rate_limit_per_minute, thread_id=thread_id
+        )
         if limited is not None:
             return _limited(Answer(limited), resolved)
         if resolved.max_messages and len(history) > resolved.max_messages:
@@ -195,7 +204,10 @@ class Gateway:
         if command == "admin usage" and not self.is_admin(incoming):
             command = None  # to anyone else it is a message like any other: no hint the command exists
         if command is not None:
-            text, clear = await self._run_command(command, incoming, thread_id, history, resolved)
+            text, clear = await self.commands.reply(
+                command, incoming, thread_id, history, resolved, budgets=self.budget_limits(incoming, resolved),
+                exempt=self.is_admin(incoming),
+            )  # fmt: skip
             reply = Reply(text, kind="command", thread_id=thread_id)
             return Answer(reply, clear=clear, reset=_sent_at(incoming) if command == "reset" else None)
         log.debug("message text: %s", incoming.text)
@@ -211,14 +223,14 @@ class Gateway:
         prompt = ChatMessage(
             role="user", text=text, author_id=incoming.user_id, metadata=metadata, images=tuple(read.images)
         )
-        seed = await self._seed(incoming, history, context)
+        seed = await self.seeding.seed(incoming, history, context, max_messages=resolved.max_messages or None)
         if seed.messages:
             history = [*history, *seed.messages]
         try:
             model_id = resolved.model if resolved.from_file("model") else self.agent.model.model_id
             opened = await self.usage.open(
                 incoming, model_id, self.budget_limits(incoming, resolved),
-                lambda: self._turn_estimate(history, prompt), exempt=self.is_admin(incoming),
+                lambda: self.turn_estimate(history, prompt), exempt=self.is_admin(incoming),
             )  # fmt: skip
         except StoreError as exc:
             return Answer(Reply(exc.user_message, kind="error", thread_id=thread_id))
@@ -256,7 +268,7 @@ class Gateway:
             # rounds of the answer together, except the time spent waiting for a person's approval (bounded
             # by APPROVAL_TIMEOUT_SECONDS). Reads and writes have their own bounds.
             async with asyncio.timeout(seconds) as budget:
-                hook = _outside(budget, approve) if approve is not None else None
+                hook = outside_deadline(budget, approve) if approve is not None else None
                 response = await self.agent.respond(
                     history, prompt, on_text=on_text, approve=hook, options=resolved.turn_options(), meter=account.meter
                 )
@@ -266,43 +278,12 @@ class Gateway:
         except GatewayError as exc:
             return self._failed(incoming, thread_id, exc)
         self.metrics.model_seconds.labels(incoming.platform).observe(response.model_seconds)
-        text, messages = self._noted(response, history, seed, resolved.max_messages or None)
+        text, messages = self.seeding.noted(response, history, seed, resolved.max_messages or None)
         reply = Reply(read.with_notes(text), kind="answer", thread_id=thread_id)
         if response.kept is not None:  # the model refused the older history: forget it for good
             messages = [*response.kept, *messages]
             return Answer(reply, messages=messages, clear=True, model_seconds=response.model_seconds)
         return Answer(reply, messages=[*seed.messages, *messages], model_seconds=response.model_seconds)
-
-    async def _seed(
-        self, incoming: IncomingMessage, history: Sequence[ChatMessage], context: ContextSource | None
-    ) -> Seed:
-        """The platform's history of this conversation when the memory lacks it; empty on any failure."""
-        if context is None or not self._settings.context_from_platform or not lacks_context(incoming, history):
-            return Seed([])
-        limit = self._settings.store_max_messages or _SEED_LIMIT
-        try:
-            async with asyncio.timeout(_SEED_READ_SECONDS):
-                found = await context.read(incoming, limit=limit + 1)  # one more: were any left out?
-        except Exception as exc:  # a failed read is no context, never a failed turn
-            log.warning("platform context not read, answering without it: %s: %s", type(exc).__name__, exc,
-                        extra={"outcome": "no_seed"})  # fmt: skip
-            return Seed([])
-        seed = seed_messages(
-            found, limit=limit, budget_tokens=self._settings.context_tokens, agent_name=self.agent.name,
-            metadata={THREAD_REF: incoming.thread_ref} if incoming.thread_ref else None,
-        )  # fmt: skip
-        log.info("platform context seeded", extra={"messages": len(seed.messages), "read": len(found)})
-        return seed
-
-    def _noted(
-        self, response: AgentResponse, history: Sequence[ChatMessage], seed: Seed, cap: int | None
-    ) -> tuple[str, list[ChatMessage]]:
-        """The reply and the turn's messages, noting the first cut of the history (core.platform_context);
-        `cap` is the conversation's max_messages (its profile's), None: no cap."""
-        trimmed = cap is not None and len(history) + len(response.messages) > cap
-        cut = seed.cut or response.cut or trimmed or response.kept is not None
-        notice = self._settings.truncation_notice and response.kept is None  # DROPPED_NOTE says it already
-        return note_truncation(response.text, response.messages, history, cut=cut, notice=notice)
 
     def budget_limits(self, incoming: IncomingMessage, resolved: Resolved | None = None) -> BudgetLimits:
         """The daily token budgets that apply to `incoming`'s turn: its profile's, else the environment's."""
@@ -313,13 +294,13 @@ class Gateway:
         """A person in ADMINS (exempt from budgets, may use the admin commands); never a bot."""
         return not incoming.from_bot and incoming.user_id in self._settings.admin_ids
 
-    def _turn_estimate(self, history: Sequence[ChatMessage], prompt: ChatMessage) -> int:
-        """What one model call of the turn may cost: the request (history as far as it fits) and the longest reply."""
-        sent = min(sum(estimate_tokens(m) for m in history), self._settings.context_tokens)
+    def turn_estimate(self, history: Sequence[ChatMessage], prompt: ChatMessage) -> int:
+        """What one model call of the turn may cost (core.usage.budgets.turn_estimate): what a turn reserves."""
         tools = self.agent.tools.specs() if self.agent.tools is not None else {}
-        fixed = estimate_tokens(prompt) + len(self.agent.instructions) // 4
-        fixed += tools_tokens([spec.to_openai() for spec in tools.values()])
-        return sent + fixed + (self._settings.max_reply_tokens or DEFAULT_REPLY_RESERVE)
+        return turn_estimate(
+            history, prompt, instructions=self.agent.instructions, tool_defs=[t.to_openai() for t in tools.values()],
+            context_tokens=self._settings.context_tokens, reply_tokens=self._settings.max_reply_tokens,
+        )  # fmt: skip
 
     async def _read_files(self, incoming: IncomingMessage, files: FileFetcher | None) -> FileInput:
         if not incoming.attachments:
@@ -333,85 +314,6 @@ class Gateway:
         log.warning("turn failed: %s", exc, extra={"outcome": type(exc).__name__})
         return Answer(Reply(exc.user_message, kind="error", thread_id=thread_id))
 
-    def refusal(
-        self, incoming: IncomingMessage, history: Sequence[ChatMessage], hits: int, resolved: Resolved | None = None
-    ) -> Reply | None:
-        """Why `incoming` gets no model turn: over a limit, or a bot past MAX_BOT_TURNS in a row; None: answer it.
-
-        A person is told once per rate window; a bot is never told anything (a notice would be one more
-        message for it to answer, and the loop would go on).
-        """
-        resolved = resolved or self.resolve(incoming)
-        thread_id = self.thread_id(incoming, resolved)
-        cap = self._settings.max_bot_turns
-        if incoming.from_bot and cap and _bot_streak(history) >= cap:
-            log.info("bot turn cap reached: %d bot messages in a row get no answer until a person writes", cap,
-                     extra={"outcome": "bot_cap"})  # fmt: skip
-            return Reply("", kind="silent", thread_id=thread_id)
-        limited = self._check_limits(incoming, thread_id, hits, resolved.rate_limit_per_minute)
-        if limited is not None and incoming.from_bot:
-            return Reply("", kind="silent", thread_id=thread_id)
-        return limited
-
-    def _check_limits(self, incoming: IncomingMessage, thread_id: str, hits: int, per_minute: int) -> Reply | None:
-        limit = self._settings.max_input_chars
-        if len(incoming.text) > limit:
-            text = (
-                f"Your message is {len(incoming.text):,} characters long; I accept at most {limit:,}. "
-                "Please shorten it or split it up."
-            )
-            return Reply(text, kind="limit", thread_id=thread_id)
-        if per_minute and hits > per_minute:
-            self.metrics.rate_limited.labels(incoming.platform).inc()
-            if hits > per_minute + 1:  # told once this window; another notice would only add to the flood
-                return Reply("", kind="silent", thread_id=thread_id)
-            text = f"You're sending messages faster than I can answer ({per_minute} a minute). Please wait a bit."
-            return Reply(text, kind="limit", thread_id=thread_id)
-        return None
-
-    async def _run_command(
-        self,
-        command: Command,
-        incoming: IncomingMessage,
-        thread_id: str,
-        history: Sequence[ChatMessage],
-        resolved: Resolved,
-    ) -> tuple[str, bool]:
-        max_messages, ttl = resolved.max_messages or None, resolved.ttl_seconds or None
-        what = self._conversation_name(incoming, resolved.memory_scope)
-        count = len(history)
-        messages = f"{count} message{'' if count == 1 else 's'}"
-        if command == "reset":
-            if count:
-                return f"Done: I've forgotten the {messages} of {what}. We start fresh.", True
-            text = f"There was nothing to forget in {what}."
-            if resolved.memory_scope == "thread" and not incoming.thread_ref:
-                text += " Here each thread has its own conversation: write `reset` in the thread to forget it."
-            return text, True
-        if command == "help":
-            return help_text(max_messages, ttl), False
-        if command == "usage":
-            return await usage_text(self.usage.ledger, incoming, self.budget_limits(incoming), self.prices,
-                                    exempt=self.is_admin(incoming)), False  # fmt: skip
-        if command == "admin usage":
-            return await admin_usage_text(self.usage.ledger, incoming.platform, self.prices), False
-        cap = f" (I keep the last {max_messages})" if max_messages else ""
-        if not ttl:
-            expiry = "They never expire; `reset` forgets them."
-        else:
-            left = await self._backend.store(thread_id, incoming.platform).ttl_seconds_left() if count else None
-            remaining = f" — {describe_duration(left)} from now" if left is not None else ""
-            expiry = f"They are forgotten after {describe_duration(ttl)} without activity{remaining}."
-        return f"I remember {messages} of {what}{cap}. {expiry}", False
-
-    def _conversation_name(self, incoming: IncomingMessage, scope: str) -> str:
-        """The conversation a command acts on, in the user's words (the memory scope decides which it is)."""
-        if scope == "channel":
-            return "this channel's shared conversation"
-        if scope == "thread":
-            return "this thread's conversation" if incoming.thread_ref else "this channel's conversation"
-        return "your conversation with me in this channel"
-
 
 def _limited(answer: Answer, resolved: Resolved) -> Answer:
     """`answer` with its conversation's limits for the commit (its profile's, or the environment's)."""
@@ -424,38 +326,3 @@ def _sent_at(incoming: IncomingMessage) -> float:
         return float(incoming.metadata["sent_at"])
     except (KeyError, ValueError):
         return time.time()
-
-
-def _bot_streak(history: Sequence[ChatMessage]) -> int:
-    """How many of the newest user messages in a row bots wrote (a person's message ends the streak)."""
-    streak = 0
-    for message in reversed(history):
-        if message.role != "user":
-            continue
-        if not message.metadata.get("from_bot"):
-            break
-        streak += 1
-    return streak
-
-
-def _outside(budget: asyncio.Timeout, approve: Approver) -> Approver:
-    """`approve` with the turn's deadline stopped while any approval of the turn is awaited."""
-    waiting = 0
-    left = 0.0
-
-    async def wrapped(call: PendingCall) -> bool | str:
-        nonlocal waiting, left
-        loop = asyncio.get_running_loop()
-        if waiting == 0:
-            when = budget.when()
-            left = when - loop.time() if when is not None else 0.0
-            budget.reschedule(None)
-        waiting += 1
-        try:
-            return await approve(call)
-        finally:
-            waiting -= 1
-            if waiting == 0:
-                budget.reschedule(loop.time() + max(left, 0.0))
-
-    return wrapped

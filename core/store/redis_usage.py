@@ -11,10 +11,10 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from core.store.keys import parse_usage_member, usage_index_key, usage_key, usage_member
+from core.store.keys import usage_index_key, usage_key, usage_member
 from core.store.redis import translate_redis_error
 from core.store.topology import RedisClient
-from core.store.usage import USAGE_KEEP_SECONDS, Charge, Scope, Subject, SubjectUsage, summed_usage
+from core.store.usage import USAGE_KEEP_SECONDS, Charge, Scope, Subject, SubjectUsage, summed_usage, top_subjects
 from core.usage.meter import TokenCount
 
 __all__ = ["RedisUsageLedger"]
@@ -131,12 +131,4 @@ class RedisUsageLedger:
         for rows in replies:
             for member, score in rows:
                 totals[_text(member)] = totals.get(_text(member), 0.0) + float(score)
-        chosen: list[Subject] = []
-        for member, _ in sorted(totals.items(), key=lambda item: (-item[1], item[0])):
-            parsed = parse_usage_member(member)
-            if parsed is None or (platform is not None and parsed[0] != platform):
-                continue
-            chosen.append(Subject(scope, *parsed))
-            if len(chosen) >= limit:
-                break
-        return await self.usage(days, chosen)
+        return await self.usage(days, top_subjects(totals, scope, limit, platform))

@@ -9,9 +9,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from core.store.keys import parse_usage_member, usage_index_key, usage_key, usage_member
+from core.store.keys import usage_index_key, usage_key, usage_member
 from core.store.sqlite_db import SqliteDatabase
-from core.store.usage import USAGE_KEEP_SECONDS, Charge, Scope, Subject, SubjectUsage, summed_usage
+from core.store.usage import USAGE_KEEP_SECONDS, Charge, Scope, Subject, SubjectUsage, summed_usage, top_subjects
 from core.usage.meter import TokenCount
 
 __all__ = ["SqliteUsageLedger"]
@@ -95,12 +95,4 @@ class SqliteUsageLedger:
                     totals[member] = totals.get(member, 0) + value
             return totals
 
-        chosen: list[Subject] = []
-        for member, _ in sorted((await self._db.run(read)).items(), key=lambda item: (-item[1], item[0])):
-            parsed = parse_usage_member(member)
-            if parsed is None or (platform is not None and parsed[0] != platform):
-                continue
-            chosen.append(Subject(scope, *parsed))
-            if len(chosen) >= limit:
-                break
-        return await self.usage(days, chosen)
+        return await self.usage(days, top_subjects(await self._db.run(read), scope, limit, platform))

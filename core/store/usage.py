@@ -6,13 +6,23 @@ transaction). Counters live USAGE_KEEP_SECONDS (35 days), so a month is always t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from core.store.keys import parse_usage_member
 from core.usage.meter import TokenCount
 
-__all__ = ["USAGE_KEEP_SECONDS", "Charge", "Scope", "Subject", "SubjectUsage", "UsageLedger", "summed_usage"]
+__all__ = [
+    "USAGE_KEEP_SECONDS",
+    "Charge",
+    "Scope",
+    "Subject",
+    "SubjectUsage",
+    "UsageLedger",
+    "summed_usage",
+    "top_subjects",
+]
 
 USAGE_KEEP_SECONDS = 35 * 86400
 Scope = Literal["user", "channel", "workspace"]
@@ -90,3 +100,16 @@ def summed_usage(subject: Subject, hashes: Sequence[dict[str, int]]) -> SubjectU
     }
     charged = hashes[-1].get("charged", 0) if hashes else 0
     return SubjectUsage(subject, models, turns, charged)
+
+
+def top_subjects(totals: Mapping[str, float], scope: Scope, limit: int, platform: str | None) -> list[Subject]:
+    """The `limit` largest of an index's members (`usage_member` form) summed over days, of `platform` if given."""
+    chosen: list[Subject] = []
+    for member, _ in sorted(totals.items(), key=lambda item: (-item[1], item[0])):
+        parsed = parse_usage_member(member)
+        if parsed is None or (platform is not None and parsed[0] != platform):
+            continue
+        chosen.append(Subject(scope, *parsed))
+        if len(chosen) >= limit:
+            break
+    return chosen

@@ -9,10 +9,14 @@ overshoot a limit by at most one turn's estimate. Days are UTC.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from core.commands import describe_duration
+from core.context import estimate_tokens, tools_tokens
+from core.messages import ChatMessage
 from core.store.usage import Scope
 
 __all__ = [
@@ -23,6 +27,7 @@ __all__ = [
     "month_days",
     "refusal_text",
     "seconds_to_reset",
+    "turn_estimate",
 ]
 
 # Reserved for the reply when MAX_REPLY_TOKENS=0 sends no cap: a long answer, not the model's whole window.
@@ -70,3 +75,19 @@ def refusal_text(scope: Scope, now: float | None = None) -> str:
         "You've used your daily token budget" if scope == "user" else "This workspace has used its daily token budget"
     )
     return f"{whose}; it resets at 00:00 UTC (in {left})."
+
+
+def turn_estimate(
+    history: Sequence[ChatMessage],
+    prompt: ChatMessage,
+    *,
+    instructions: str,
+    tool_defs: Sequence[dict[str, Any]],
+    context_tokens: int,
+    reply_tokens: int,
+) -> int:
+    """What one model call of the turn may cost: the request (history as far as it fits) and the longest reply
+    (`reply_tokens`, MAX_REPLY_TOKENS; 0 reserves DEFAULT_REPLY_RESERVE)."""
+    sent = min(sum(estimate_tokens(m) for m in history), context_tokens)
+    fixed = estimate_tokens(prompt) + len(instructions) // 4 + tools_tokens(tool_defs)
+    return sent + fixed + (reply_tokens or DEFAULT_REPLY_RESERVE)

@@ -251,7 +251,7 @@ async def test_concurrent_turns_at_the_edge_overspend_by_at_most_one_estimate(
 ) -> None:
     turns = 24
     rt = await runtime_factory(max_reply_tokens=20)
-    estimate = rt.gateway._turn_estimate([], ChatMessage(role="user", text="question 10"))
+    estimate = rt.gateway.turn_estimate([], ChatMessage(role="user", text="question 10"))
     limit = estimate * 5 // 2
     await stop_runtime(rt)
     rt = await runtime_factory(max_reply_tokens=20, daily_token_budget_per_user=limit)
