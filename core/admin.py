@@ -4,12 +4,18 @@ Anyone else who types them gets the normal answer path: the words go to the mode
 nothing hints that the commands exist. A pause is a flag per channel in the store (core.store.keys
 `paused_flag`, no TTL: it lasts until `admin resume`, across restarts and for every process); while
 it is set the gateway answers nothing there but an admin's commands.
+
+Every turn asks whether its channel is paused, so the answer is remembered per channel for
+PAUSE_CHECK_SECONDS: a Redis round trip before each answer would be one more on the way to its first
+post. The process that runs `admin pause` or `admin resume` knows at once; the others within that time.
+With ADMINS empty nobody can pause, and nothing is asked.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass
 
 from core.errors import GatewayError
@@ -18,12 +24,14 @@ from core.store.keys import paused_flag
 from core.threads import thread_id_for
 from core.turns import IncomingMessage
 
-__all__ = ["ADMIN_VERBS", "AdminCommand", "AdminCommands", "parse_admin"]
+__all__ = ["ADMIN_VERBS", "PAUSE_CHECK_SECONDS", "AdminCommand", "AdminCommands", "parse_admin"]
 
 log = logging.getLogger(__name__)
 
 # `admin usage` (the usage feature) adds its verb here and its branch in AdminCommands.run.
 ADMIN_VERBS = ("reset", "pause", "resume")
+PAUSE_CHECK_SECONDS = 5.0
+_PAUSES_REMEMBERED = 10_000  # channels; past it the memory starts again (a bound, not an eviction policy)
 _ADMIN = re.compile(r"^[!/]?admin\s+([a-z]+)(?:\s+(.*))?$", re.IGNORECASE | re.DOTALL)
 # A user as Slack (<@U123>, <@U123|name>) or Discord (<@123>, <@!123>) writes a mention, or a bare ID.
 _USER = re.compile(r"^<@!?([A-Za-z0-9]+)(?:\|[^>]*)?>$|^([A-Za-z0-9]+)$")
@@ -63,6 +71,7 @@ class AdminCommands:
         self._admins = admin_ids
         self._lease_seconds = lease_seconds
         self._keep_seconds = keep_seconds
+        self._pauses: dict[str, tuple[bool, float]] = {}  # flag -> (paused, monotonic time it was read)
 
     def command(self, incoming: IncomingMessage) -> AdminCommand | None:
         """The admin command in `incoming` when an admin (a person, never a bot) wrote one."""
@@ -72,11 +81,25 @@ class AdminCommands:
 
     async def paused(self, incoming: IncomingMessage) -> bool:
         """Whether an admin paused the channel; a store that does not answer counts as not paused."""
+        if not self._admins:
+            return False
+        flag = paused_flag(incoming.platform, incoming.channel_id)
+        now = time.monotonic()
+        known = self._pauses.get(flag)
+        if known is not None and now - known[1] < PAUSE_CHECK_SECONDS:
+            return known[0]
         try:
-            return await self._backend.has_flag(paused_flag(incoming.platform, incoming.channel_id))
+            paused = await self._backend.has_flag(flag)
         except GatewayError as exc:
             log.warning("pause flag not read, answering as if not paused: %s", exc)
             return False
+        self._remember(flag, paused)
+        return paused
+
+    def _remember(self, flag: str, paused: bool) -> None:
+        if len(self._pauses) >= _PAUSES_REMEMBERED:
+            self._pauses.clear()
+        self._pauses[flag] = (paused, time.monotonic())
 
     async def run(
         self, command: AdminCommand, incoming: IncomingMessage, thread_id: str, scope: str
@@ -85,10 +108,12 @@ class AdminCommands:
         flag = paused_flag(incoming.platform, incoming.channel_id)
         if command.verb == "pause":
             await self._backend.set_flag(flag, None)
+            self._remember(flag, True)
             log.info("channel paused by an admin", extra={"admin": incoming.user_id, "outcome": "paused"})
             return "Paused: I'll stay quiet in this channel until an admin writes `admin resume`.", False
         if command.verb == "resume":
             was = await self._backend.clear_flag(flag)
+            self._remember(flag, False)
             log.info("channel resumed by an admin", extra={"admin": incoming.user_id, "outcome": "resumed"})
             return ("Resumed: I'm answering in this channel again." if was else "I wasn't paused here."), False
         return await self._reset(command.args[0], incoming, thread_id, scope)

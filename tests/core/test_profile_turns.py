@@ -3,12 +3,14 @@ who is answered, the commit's limits; and the admin commands (pause, resume, res
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from core import admin
 from core.llm import OpenAIChatModel
 from core.store.keys import paused_flag
 from core.tools import PythonTools, Toolbox
@@ -162,6 +164,32 @@ async def test_pause_keeps_the_bot_quiet_in_the_channel_until_resume_and_survive
     assert [r.messages[-1]["content"] for r in fake_openai.requests] == ["back?"]
     assert "hello?" not in await history(rt, "ADM", "lobby")
     assert await rt.ask(msg("admin resume", user="ADM", channel="lobby")) == "I wasn't paused here."
+
+
+async def test_a_pause_made_by_another_process_holds_here_once_what_this_one_remembers_is_old(
+    make_runtime: RuntimeFactory, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(admin, "PAUSE_CHECK_SECONDS", 0.2)
+    here = await make_runtime()
+    if here.gateway.settings.redis_url is None:
+        pytest.skip("the embedded store serves one process")
+    there = await make_runtime()
+    assert await here.ask(msg("before", user="U2", channel="lobby")) == "echo: before"  # remembered: not paused
+    assert (await there.ask(msg("admin pause", user="ADM", channel="lobby"))).startswith("Paused")
+    await asyncio.sleep(0.25)  # the time under test: what `here` remembers grows older than PAUSE_CHECK_SECONDS
+    ignored = msg("hello?", user="U2", channel="lobby")
+    await here.delivery.receive(ignored)
+    assert (await there.ask(msg("admin resume", user="ADM", channel="lobby"))).startswith("Resumed")
+    await asyncio.sleep(0.25)  # and again, for the resume
+    back = msg("back?", user="U2", channel="lobby")
+    await here.delivery.receive(back)  # answered after `ignored`, by whichever process holds the conversation then
+    waits = [asyncio.ensure_future(rt.replies.wait_for(back.dedupe_key)) for rt in (here, there)]
+    done, pending = await asyncio.wait(waits, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in pending:
+        waiting.cancel()
+    assert [task.result() for task in done] == ["echo: back?"]
+    assert ignored.dedupe_key not in here.replies.texts and ignored.dedupe_key not in there.replies.texts
+    assert [r.messages[-1]["content"] for r in fake_openai.requests] == ["before", "back?"]
 
 
 async def test_admin_reset_forgets_that_users_conversation_in_this_channel_only(
