@@ -171,7 +171,7 @@ Ask = Callable[[int, int], Awaitable[Turn]]
 
 
 def delivery_for(settings: Settings, gateway: Gateway, watch: Watch) -> Delivery:
-    """As bots.cli.build_delivery builds it, reporting each outcome to `watch`."""
+    """As bots.serving.build_delivery builds it, reporting each outcome to `watch`."""
     inbox = gateway.backend.inbox(lease_seconds=settings.lock_timeout_seconds, keep_seconds=settings.dedupe_ttl_seconds)
     return Delivery(gateway, inbox, max_turns=settings.max_concurrent_turns, on_outcome=watch.outcome)
 

@@ -9,28 +9,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib
 import logging
-import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NoReturn
 
-from bots.base import Adapter
-from bots.console import ConsoleAdapter
-from core.delivery import Delivery
-from core.errors import ConfigError, ModelError
-from core.gateway import Gateway
-from core.health import HealthServer
-from core.llm import OfflineChatModel, OpenAIChatModel, model_from_settings
+from core.errors import ConfigError
 from core.logs import configure_logging
-from core.messages import ChatMessage
 from core.profile_rules import Place, Profiles
-from core.redact import Redactor
 from core.settings import Settings, load_settings
-from core.store import MemoryBackend, RedisConnection, ThreadRef, open_backend
-from core.tools import open_toolbox
+from core.store import MemoryBackend, ThreadRef, open_backend
 from core.usage.budgets import last_days
 from core.usage.prices import load_prices
 from core.usage.report import usage_table
@@ -38,8 +27,7 @@ from core.usage.report import usage_table
 __all__ = ["main"]
 
 log = logging.getLogger("chat_gateway")
-PLATFORM_ADAPTERS = {"slack": "bots.slack:SlackAdapter", "discord": "bots.discord_adapter:DiscordAdapter"}
-ADAPTERS = ("console", *PLATFORM_ADAPTERS)
+ADAPTERS = ("console", "slack", "discord")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,130 +85,20 @@ def _positive(text: str) -> int:
     return value
 
 
-def build_adapter(
-    name: str, settings: Settings, gateway: Gateway, delivery: Delivery, args: argparse.Namespace
-) -> Adapter:
-    if name == "console":
-        return ConsoleAdapter(gateway, delivery, user_id=args.user, channel_id=args.channel)
-    # Platform SDKs load only when their adapter runs: a console session never imports discord.py.
-    module_name, class_name = PLATFORM_ADAPTERS[name].split(":")
-    adapter_class: Callable[..., Adapter] = getattr(importlib.import_module(module_name), class_name)
-    return adapter_class(settings=settings, gateway=gateway, delivery=delivery)
-
-
-def build_delivery(settings: Settings, gateway: Gateway) -> Delivery:
-    """The process's delivery runner on the gateway's backend (one inbox, one owner name per process)."""
-    inbox = gateway.backend.inbox(lease_seconds=settings.lock_timeout_seconds, keep_seconds=settings.dedupe_ttl_seconds)
-    return Delivery(gateway, inbox, max_turns=settings.max_concurrent_turns)
-
-
-async def _require_store(backend: MemoryBackend) -> None:
+async def require_store(backend: MemoryBackend) -> None:
     if not await backend.ping():
-        raise SystemExit(f"chat-gateway: the store is unreachable: {_describe(backend)}. Is it running?")
+        raise SystemExit(f"chat-gateway: the store is unreachable: {describe(backend)}. Is it running?")
 
 
-async def _require_no_eviction(backend: MemoryBackend, allow: bool) -> None:
-    """Every gateway key has a TTL, so a `volatile-*` or `allkeys-*` policy may evict leases, dedupe records
-    and inbox entries under memory pressure: refuse such a Redis unless REDIS_ALLOW_EVICTION says otherwise.
-
-    Raises:
-        ConfigError: the policy may evict and REDIS_ALLOW_EVICTION is not set.
-    """
-    if not isinstance(backend, RedisConnection):
-        return
-    policy = await backend.maxmemory_policy()
-    if policy is None:
-        log.warning(
-            "could not check maxmemory-policy (CONFIG is not allowed on this Redis): make sure it is noeviction, "
-            "or Redis may evict leases, inbox entries and conversations under memory pressure"
-        )
-    elif policy != "noeviction" and not allow:
-        raise ConfigError(
-            f"Redis maxmemory-policy is {policy}: under memory pressure Redis would evict leases, inbox entries "
-            "and conversations. Set it to noeviction (CONFIG SET maxmemory-policy noeviction, or your service's "
-            "parameter group), or set REDIS_ALLOW_EVICTION=true to run anyway"
-        )
-    elif policy != "noeviction":
-        log.warning(
-            "Redis maxmemory-policy is %s and REDIS_ALLOW_EVICTION=true: running, but Redis may evict leases, "
-            "inbox entries and conversations under memory pressure", policy,
-        )  # fmt: skip
-
-
-def _describe(backend: MemoryBackend) -> str:
+def describe(backend: MemoryBackend) -> str:
     describe = getattr(backend, "describe", None)
     return str(describe()) if callable(describe) else backend.kind
-
-
-async def run(settings: Settings, args: argparse.Namespace) -> None:
-    profiles = Profiles.from_settings(settings)  # a bad file stops the start here: one line, exit 2
-    # With profiles, each commit trims its conversation to its own max_messages: the inbox then reads whole
-    # histories (each as long as its profile keeps it) and the gateway cuts them to the profile's.
-    backend = open_backend(settings.model_copy(update={"max_messages": 0}) if settings.profiles_file else settings)
-    model = model_from_settings(settings)
-    async with contextlib.AsyncExitStack() as stack:
-        stack.push_async_callback(backend.aclose)
-        stack.push_async_callback(model.aclose)
-        await _require_store(backend)
-        await _require_no_eviction(backend, settings.redis_allow_eviction)
-        toolbox = await open_toolbox(settings)  # MCP servers start once per process, here
-        stack.push_async_callback(toolbox.aclose)
-        gateway = Gateway(settings, backend, model, tools=toolbox, profiles=profiles)
-        delivery = build_delivery(settings, gateway)
-        adapters = [build_adapter(name, settings, gateway, delivery, args) for name in dict.fromkeys(args.adapters)]
-        # A terminal chat serves no probes unless HEALTH_PORT is set explicitly.
-        console_only = [a.name for a in adapters] == ["console"] and "health_port" not in settings.model_fields_set
-        if settings.health_port and not console_only:
-            health = HealthServer(
-                backend=backend, metrics=gateway.metrics, adapters=adapters,
-                host=settings.health_host, port=settings.health_port,
-            )  # fmt: skip
-            await health.start()
-            stack.push_async_callback(health.stop)
-        log.info(
-            "starting %s on %s with model %s", ", ".join(a.name for a in adapters), _describe(backend), model.model_id
-        )
-        await _serve(adapters, delivery, settings.shutdown_grace_seconds, profiles)
-
-
-async def _serve(
-    adapters: Sequence[Adapter], delivery: Delivery, grace_seconds: float, profiles: Profiles | None = None
-) -> None:
-    """Run the adapters until one ends or SIGTERM/SIGINT; then let turns finish and stop them all.
-
-    Turns still running when SHUTDOWN_GRACE_SECONDS is over give their lease back: their messages stay
-    in the inbox, and a live replica (or the next process) answers them. SIGHUP reloads the profiles:
-    turns running keep the profile they started with; a bad file keeps the old profiles (and says why).
-    """
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    if profiles is not None:
-        loop.add_signal_handler(signal.SIGHUP, profiles.reload)  # a small file: read on the loop, at once
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(adapter.run(), name=adapter.name) for adapter in adapters]
-            for task in tasks:
-                task.add_done_callback(lambda _: stop.set())  # one adapter ending (console EOF) ends the run
-            runner = group.create_task(delivery.run(), name="delivery")
-            await stop.wait()
-            log.info("stopping: letting turns in flight finish (up to %ss)", grace_seconds)
-            await delivery.drain(grace_seconds)
-            runner.cancel()
-            for task in tasks:
-                task.cancel()
-    except* ConfigError as group_error:
-        raise group_error.exceptions[0] from None  # one clear line, not an exception group
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(signum)
 
 
 async def threads(settings: Settings, args: argparse.Namespace) -> None:
     backend = open_backend(settings)
     try:
-        await _require_store(backend)
+        await require_store(backend)
         if args.verb == "list":
             async for ref in backend.iter_threads(args.namespace, args.match):
                 print(f"{ref.namespace or '-'}\t{ref.thread_id}")
@@ -243,7 +121,7 @@ async def usage(settings: Settings, args: argparse.Namespace) -> None:
     prices = load_prices(settings.model_prices_file) if settings.model_prices_file else None
     backend = open_backend(settings)
     try:
-        await _require_store(backend)
+        await require_store(backend)
         days = last_days(args.days)
         rows = await backend.usage().top(days, args.by, args.top, platform=args.platform)
     finally:
@@ -254,28 +132,6 @@ async def usage(settings: Settings, args: argparse.Namespace) -> None:
         return
     print(f"Tokens by {args.by}, {span} (UTC):")
     print(usage_table(rows, prices))
-
-
-async def tools(settings: Settings) -> int:
-    """Print every tool the model sees; 1 when a configured server offers nothing right now."""
-    toolbox = await open_toolbox(settings)
-    try:
-        specs = toolbox.specs()
-        if not toolbox.sources and not toolbox.misconfigured:
-            print("no tools: set TOOLS_MODULE or MCP_CONFIG")
-            return 0
-        rows = [("TOOL", "SERVER", "APPROVAL", "DESCRIPTION")]
-        rows += [(name, spec.server, "yes" if spec.needs_approval else "no", _first_line(spec.tool.description))
-                 for name, spec in specs.items()]  # fmt: skip
-        widths = [max(len(row[i]) for row in rows) for i in range(3)]
-        for row in rows:
-            print("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)), row[3])
-        failed = [status for status in toolbox.status() if not status.ok]
-        for status in failed:
-            print(f"server {status.name}: FAILED ({status.detail})")
-        return 1 if failed else 0
-    finally:
-        await toolbox.aclose()
 
 
 def show_profiles(settings: Settings, args: argparse.Namespace) -> None:
@@ -298,35 +154,15 @@ def show_profiles(settings: Settings, args: argparse.Namespace) -> None:
     rows = [(name, resolved.shown(name), resolved.sources[name]) for name in resolved.sources]
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     for name, value, where in rows:
-        print(f"{name.ljust(widths[0])}  {_first_line(value, 60).ljust(min(widths[1], 60))}  from {where}")
+        print(f"{name.ljust(widths[0])}  {first_line(value, 60).ljust(min(widths[1], 60))}  from {where}")
     if args.user:
         verdict = "answered" if resolved.respond != "never" and resolved.permits(place) else "NOT answered"
         print(f"user {args.user}: {verdict} here")
 
 
-def _first_line(text: str, limit: int = 80) -> str:
+def first_line(text: str, limit: int = 80) -> str:
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-async def _check_tools(settings: Settings) -> int:
-    """One line per tool source; the number that failed."""
-    if settings.tools_module is None and settings.mcp_config is None:
-        print("tools: none configured (TOOLS_MODULE, MCP_CONFIG)")
-        return 0
-    try:
-        toolbox = await open_toolbox(settings)
-    except ConfigError as exc:
-        print(f"tools: FAILED ({exc})")
-        return 1
-    try:
-        statuses = toolbox.status()
-        for status in statuses:
-            label = "tools python" if status.kind == "python" else f"mcp {status.name}"
-            print(f"{label}: {'ok' if status.ok else 'FAILED'} ({status.detail})")
-        return sum(not status.ok for status in statuses)
-    finally:
-        await toolbox.aclose()
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -379,49 +215,6 @@ async def _clear(backend: MemoryBackend, ref: ThreadRef, settings: Settings, *, 
     print("  kept a reset watermark: platform messages from before now are never seeded into it")
 
 
-async def check(settings: Settings) -> int:
-    """Print one line per part; 0 when everything answers."""
-    failures = 0
-    backend = open_backend(settings)
-    policy: str | None = None
-    try:
-        store_ok = await backend.ping()
-        if store_ok and isinstance(backend, RedisConnection):
-            policy = await backend.maxmemory_policy()
-    finally:
-        await backend.aclose()
-    print(f"store: {'ok' if store_ok else 'UNREACHABLE'} ({_describe(backend)})")
-    failures += not store_ok
-    if isinstance(backend, RedisConnection) and store_ok:
-        evicts = policy not in (None, "noeviction")
-        shown = policy or "not checked (CONFIG is not allowed)"
-        print(f"maxmemory-policy: {shown}{' (may evict: set noeviction)' if evicts else ''}")
-        failures += evicts and not settings.redis_allow_eviction
-    model = model_from_settings(settings)
-    try:
-        if isinstance(model, OfflineChatModel):
-            print("model: offline stand-in (set OPENAI_API_KEY or OPENAI_BASE_URL for a real model)")
-        else:
-            failures += not await _check_model(model, Redactor(settings.secret_values()))
-    finally:
-        await model.aclose()
-    failures += await _check_tools(settings)
-    for name, needed in (("slack", ("slack_bot_token",)), ("discord", ("discord_token",))):
-        missing = [n.upper() for n in needed if getattr(settings, n) is None]
-        print(f"{name}: {'not configured (set ' + ', '.join(missing) + ')' if missing else 'token set'}")
-    return 1 if failures else 0
-
-
-async def _check_model(model: OpenAIChatModel, redact: Redactor) -> bool:
-    try:
-        await model.complete([ChatMessage(role="user", text="Reply with the word: ok")])
-    except ModelError as exc:  # its text names the server's URL, credentials and all
-        print(redact(f"model: FAILED ({model.model_id}): {exc}"))
-        return False
-    print(redact(f"model: ok ({model.model_id} at {model.client.base_url})"))
-    return True
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
@@ -433,18 +226,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     quiet = args.command != "run" or (args.adapters == ["console"] and "log_level" not in settings.model_fields_set)
     configure_logging("WARNING" if quiet else settings.log_level, settings.log_format, secrets=settings.secret_values())
     try:
+        # The model client, the tools and the adapters load only for the commands that use them (`run`,
+        # `tools`, `check`): the store commands start in a third of the time.
         if args.command == "run":
-            asyncio.run(run(settings, args))
+            serving = importlib.import_module("bots.serving")
+            asyncio.run(serving.run(settings, args))
         elif args.command == "threads":
             asyncio.run(threads(settings, args))
         elif args.command == "usage":
             asyncio.run(usage(settings, args))
         elif args.command == "tools":
-            sys.exit(asyncio.run(tools(settings)))
+            sys.exit(asyncio.run(importlib.import_module("bots.checks").tools(settings)))
         elif args.command == "profiles":
             show_profiles(settings, args)
         else:
-            sys.exit(asyncio.run(check(settings)))
+            sys.exit(asyncio.run(importlib.import_module("bots.checks").check(settings)))
     except ConfigError as exc:
         print(f"chat-gateway: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from bots.cli import build_delivery
 from bots.console import ConsoleAdapter
+from bots.serving import build_delivery
 from bots.slack.text import message_parts
 from core.errors import GatewayError, ModelError
 from core.gateway import Gateway
