@@ -4,8 +4,6 @@ limits, and clear replies on every failure."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,11 +12,11 @@ from core.delivery import FAILURE_NOTICE
 from core.llm import OpenAIChatModel
 from core.turns import IncomingMessage
 from tests.conftest import make_settings, openai_client
+from tests.core.conftest import RuntimeFactory
 from tests.fakes.openai_server import Delay, FakeOpenAI, Hang, Reply, Status
 from tests.support.delivery import Runtime, start_runtime, stop_runtime
 from tests.support.waiting import in_one_rate_window
 
-RuntimeFactory = Callable[..., Awaitable[Runtime]]
 _counter = iter(range(1_000_000))
 
 
@@ -30,29 +28,6 @@ def msg(text: str, *, user: str = "U1", channel: str = "C1", event_id: str | Non
     return IncomingMessage(
         platform="test", event_id=event_id or f"Ev{next(_counter)}", user_id=user, channel_id=channel, text=text, **kw
     )
-
-
-@pytest.fixture(params=["redis", "sqlite"])
-async def runtime_factory(
-    request: pytest.FixtureRequest, redis_url: str, key_prefix: str, tmp_path: Path, fake_openai: FakeOpenAI
-) -> AsyncIterator[RuntimeFactory]:
-    started: list[Runtime] = []
-
-    async def make(**overrides: Any) -> Runtime:
-        timeout = overrides.pop("client_timeout", 5.0)
-        settings = make_settings(
-            redis_url=redis_url if request.param == "redis" else None,
-            data_dir=tmp_path / "data",
-            key_prefix=key_prefix,
-            **overrides,
-        )
-        runtime = await start_runtime(settings, model(fake_openai, timeout))
-        started.append(runtime)
-        return runtime
-
-    yield make
-    for runtime in started:
-        await stop_runtime(runtime)
 
 
 async def history(runtime: Runtime, thread_id: str, namespace: str = "test") -> list[str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,14 +9,11 @@ import pytest
 from core.agent_turn import TRUNCATED_NOTE
 from core.delivery import FAILURE_NOTICE
 from core.errors import ModelTimeoutError
-from core.llm import OpenAIChatModel
 from core.platform_context import AuthorKind, PlatformMessage, seed_messages
 from core.turns import IncomingMessage
-from tests.conftest import make_settings, openai_client
+from tests.core.conftest import RuntimeFactory
 from tests.fakes.openai_server import FakeOpenAI
-from tests.support.delivery import Runtime, start_runtime, stop_runtime
 
-RuntimeFactory = Callable[..., Awaitable[Runtime]]
 _counter = iter(range(1_000_000))
 
 
@@ -58,26 +53,6 @@ def test_the_newest_messages_within_the_limit_and_the_budget_are_kept_and_the_cu
 
 def msg(text: str) -> IncomingMessage:
     return IncomingMessage(platform="test", event_id=f"Ev{next(_counter)}", user_id="U1", channel_id="C1", text=text)
-
-
-@pytest.fixture(params=["redis", "sqlite"])
-async def runtime_factory(
-    request: pytest.FixtureRequest, redis_url: str, key_prefix: str, tmp_path: Path, fake_openai: FakeOpenAI
-) -> AsyncIterator[RuntimeFactory]:
-    started: list[Runtime] = []
-
-    async def make(**overrides: Any) -> Runtime:
-        settings = make_settings(
-            redis_url=redis_url if request.param == "redis" else None, data_dir=tmp_path / "data",
-            key_prefix=key_prefix, **overrides,
-        )  # fmt: skip
-        runtime = await start_runtime(settings, OpenAIChatModel("fake", async_client=openai_client(fake_openai)))
-        started.append(runtime)
-        return runtime
-
-    yield make
-    for runtime in started:
-        await stop_runtime(runtime)
 
 
 async def test_the_first_trim_to_max_messages_is_told_once(runtime_factory: RuntimeFactory) -> None:

@@ -4,7 +4,6 @@ channel and workspace by UTC day, shown by `usage` and `admin usage`, and capped
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,10 @@ from core.turns import IncomingMessage
 from core.usage.budgets import day_of
 from core.usage.meter import TokenCount, UsageMeter
 from tests.conftest import make_settings, openai_client
+from tests.core.conftest import RuntimeFactory
 from tests.fakes.openai_server import Delay, FakeOpenAI, RecordedRequest, Status
 from tests.support.delivery import Runtime, start_runtime, stop_runtime
 
-RuntimeFactory = Callable[..., Awaitable[Runtime]]
 _counter = iter(range(1_000_000))
 U1, C1, T1 = Subject("user", "test", "U1"), Subject("channel", "test", "C1"), Subject("workspace", "test", "T1")
 REFUSED = "You've used your daily token budget; it resets at 00:00 UTC (in "
@@ -43,24 +42,9 @@ def words(request: RecordedRequest) -> int:
     return sum(len(str(m.get("content") or "").split()) for m in request.messages)
 
 
-@pytest.fixture(params=["redis", "sqlite"])
-async def runtime_factory(
-    request: pytest.FixtureRequest, redis_url: str, key_prefix: str, tmp_path: Path, fake_openai: FakeOpenAI
-) -> AsyncIterator[RuntimeFactory]:
-    started: list[Runtime] = []
-
-    async def make(**overrides: Any) -> Runtime:
-        settings = make_settings(
-            redis_url=redis_url if request.param == "redis" else None, data_dir=tmp_path / "data",
-            key_prefix=key_prefix, rate_limit_per_minute=0, **overrides,
-        )  # fmt: skip
-        runtime = await start_runtime(settings, model(fake_openai))
-        started.append(runtime)
-        return runtime
-
-    yield make
-    for runtime in started:
-        await stop_runtime(runtime)
+@pytest.fixture
+def runtime_defaults() -> dict[str, Any]:
+    return {"rate_limit_per_minute": 0}  # many turns of one user: budgets, not the rate limit, are tested here
 
 
 async def usage_of(rt: Runtime, *subjects: Subject) -> list[SubjectUsage]:
