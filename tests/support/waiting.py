@@ -16,7 +16,7 @@ async def wait_until(condition: Callable[[], Awaitable[bool]], *, timeout: float
             await asyncio.sleep(every)  # polling interval, not synchronisation: the deadline is the contract
 
 
-async def in_one_rate_window(seconds: float = 15.0) -> None:
+async def in_one_rate_window(seconds: float = 10.0) -> None:
     """Start a rate-limit test with at least `seconds` left in the current minute.
 
     The rate window is the wall-clock minute (`time.time() // 60`, shared by every process): a test whose
